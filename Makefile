@@ -1,0 +1,43 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: help install lint typecheck test test-unit test-stack demo bench stack-up stack-down clean
+
+help:  ## show this help
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/lakehook: setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/lakehook  ## create .venv and install lakehook with its dev tools
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install  ## start the local stack (installing it on first use) and run every test
+	$(BIN)/lakehook stack up
+	$(BIN)/pytest
+
+test-unit: install  ## fast tests only (no stack)
+	$(BIN)/pytest -m "not stack and not marquez"
+
+demo: install  ## the main job on the local stack: sample study in, tables and a query out
+	$(BIN)/lakehook demo
+
+bench: install  ## benchmarks; results go to bench/results/
+	$(BIN)/python -m bench
+
+stack-up: install
+	$(BIN)/lakehook stack up
+
+stack-down: install
+	$(BIN)/lakehook stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,190 @@
+"""The one typed settings object, read once at start-up.
+
+Sources, lowest precedence first: built-in defaults (the local stack of contract §1), a YAML
+config file (``LAKEHOOK_CONFIG`` or ``--config``), then ``LAKEHOOK_*`` environment variables.
+Nothing in lakehook reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from lakehook.errors import ConfigError
+
+QUICKSTART_ACCESS_KEY_ID = "AKIAIOSFOLQUICKSTART"
+QUICKSTART_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+ENV_PREFIX = "LAKEHOOK_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Endpoints, credentials and tuning of one lakehook process."""
+
+    lakefs_url: str = "http://127.0.0.1:8000"
+    lakefs_access_key_id: str = QUICKSTART_ACCESS_KEY_ID
+    lakefs_secret_access_key: str = QUICKSTART_SECRET_ACCESS_KEY
+    trino_url: str = "http://127.0.0.1:8080"
+    trino_user: str = "lakehook"
+    trino_catalog: str = "hive"
+    hms_uri: str = "thrift://127.0.0.1:9083"
+    marquez_url: str = ""
+    webhook_token: str = "lakehook-dev-token"
+    listen: str = "127.0.0.1:8090"
+    public_url: str = ""
+    state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
+    reconcile_interval: float = 60.0
+    workers: int = 2
+    job_max_attempts: int = 8
+    job_lease_seconds: float = 120.0
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def server_url(self) -> str:
+        """The URL lakeFS actions call; defaults to the listen address."""
+        return self.public_url or f"http://{self.listen}"
+
+    @property
+    def hms_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.hms_uri)
+        return parsed.hostname or "127.0.0.1", parsed.port or 9083
+
+    @property
+    def trino_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.trino_url)
+        return parsed.hostname or "127.0.0.1", parsed.port or 8080
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.state_dir / "jobs.sqlite3"
+
+    @property
+    def lineage_journal(self) -> Path:
+        return self.state_dir / "lineage" / "events.jsonl"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    # ---- loading --------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+    ) -> Settings:
+        """Build settings from defaults, an optional YAML file and the environment."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        path = config_file or env.get("LAKEHOOK_CONFIG")
+        if path:
+            values.update(_read_config_file(Path(path)))
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name in env:
+                values[f.name] = env[name]
+        return cls._coerce(values)
+
+    @classmethod
+    def _coerce(cls, values: Mapping[str, Any]) -> Settings:
+        kwargs: dict[str, Any] = {}
+        types = {f.name: f for f in dataclasses.fields(cls)}
+        for key, raw in values.items():
+            if key not in types:
+                raise ConfigError(
+                    f"unknown setting {key!r}; known settings: {', '.join(sorted(types))}"
+                )
+            default = getattr(cls(), key)
+            env_name = ENV_PREFIX + key.upper()
+            try:
+                if isinstance(default, bool):
+                    kwargs[key] = str(raw).lower() in {"1", "true", "yes", "on"}
+                elif isinstance(default, int):
+                    kwargs[key] = int(raw)
+                elif isinstance(default, float):
+                    kwargs[key] = float(raw)
+                elif isinstance(default, Path):
+                    kwargs[key] = Path(str(raw)).expanduser()
+                else:
+                    kwargs[key] = str(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{env_name}={raw!r} is not a valid {type(default).__name__}"
+                ) from None
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Fail fast, naming the variable and an example of a good value."""
+        for name in ("lakefs_url", "trino_url"):
+            value = getattr(self, name)
+            parsed = urlparse(value)
+            if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}={value!r} is not an http(s) URL, "
+                    "e.g. http://127.0.0.1:8000"
+                )
+        if self.marquez_url and urlparse(self.marquez_url).scheme not in {"http", "https"}:
+            raise ConfigError(
+                f"LAKEHOOK_MARQUEZ_URL={self.marquez_url!r} is not an http(s) URL "
+                "(leave it empty to run without Marquez)"
+            )
+        if not self.hms_uri.startswith("thrift://"):
+            raise ConfigError(
+                f"LAKEHOOK_HMS_URI={self.hms_uri!r} must look like thrift://127.0.0.1:9083"
+            )
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"LAKEHOOK_LISTEN={self.listen!r} must be host:port")
+        if self.reconcile_interval <= 0:
+            raise ConfigError("LAKEHOOK_RECONCILE_INTERVAL must be a positive number of seconds")
+        if self.workers < 1:
+            raise ConfigError("LAKEHOOK_WORKERS must be at least 1")
+        if not self.webhook_token:
+            raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")
+
+    def export_lines(self) -> list[str]:
+        """``export NAME=value`` lines for ``lakehook stack env``."""
+        import shlex
+
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name in {"workers", "job_max_attempts", "job_lease_seconds", "max_body_bytes"}:
+                continue
+            out.append(f"export {ENV_PREFIX}{f.name.upper()}={shlex.quote(str(getattr(self, f.name)))}")
+        out += [
+            f"export LAKECTL_SERVER_ENDPOINT_URL={shlex.quote(self.lakefs_url)}",
+            f"export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={shlex.quote(self.lakefs_access_key_id)}",
+            "export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY="
+            + shlex.quote(self.lakefs_secret_access_key),
+        ]
+        return out
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    return {str(k).lower().removeprefix("lakehook_"): v for k, v in data.items()}
