@@ -20,7 +20,7 @@ import yaml
 from lakehook.errors import ConfigError
 
 QUICKSTART_ACCESS_KEY_ID = "AKIAIOSFOLQUICKSTART"
-QUICKSTART_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+QUICKSTART_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105 (public demo key)
 
 ENV_PREFIX = "LAKEHOOK_"
 
@@ -37,7 +37,7 @@ class Settings:
     trino_catalog: str = "hive"
     hms_uri: str = "thrift://127.0.0.1:9083"
     marquez_url: str = ""
-    webhook_token: str = "lakehook-dev-token"
+    webhook_token: str = "lakehook-dev-token"  # noqa: S105 (local stack only)
     listen: str = "127.0.0.1:8090"
     public_url: str = ""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
@@ -168,7 +168,9 @@ class Settings:
         for f in dataclasses.fields(self):
             if f.name in {"workers", "job_max_attempts", "job_lease_seconds", "max_body_bytes"}:
                 continue
-            out.append(f"export {ENV_PREFIX}{f.name.upper()}={shlex.quote(str(getattr(self, f.name)))}")
+            out.append(
+                f"export {ENV_PREFIX}{f.name.upper()}={shlex.quote(str(getattr(self, f.name)))}"
+            )
         out += [
             f"export LAKECTL_SERVER_ENDPOINT_URL={shlex.quote(self.lakefs_url)}",
             f"export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={shlex.quote(self.lakefs_access_key_id)}",

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from pipeline.model import GateDecision, RefStatus
+
 # --------------------------------------------------------------------------------------------
 # lakeFS
 # --------------------------------------------------------------------------------------------
@@ -59,7 +61,9 @@ class LakeFS(Protocol):
 
     def list_repositories(self) -> list[str]: ...
 
-    def create_repository(self, repo: str, storage_namespace: str, default_branch: str = "main") -> None:
+    def create_repository(
+        self, repo: str, storage_namespace: str, default_branch: str = "main"
+    ) -> None:
         """Create a repository (tests and demo); no error when it exists."""
         ...
 
@@ -89,7 +93,9 @@ class LakeFS(Protocol):
         """A readable stream of the object; the caller closes it."""
         ...
 
-    def upload_object(self, repo: str, branch: str, path: str, data: bytes | BinaryIO) -> ObjectInfo: ...
+    def upload_object(
+        self, repo: str, branch: str, path: str, data: bytes | BinaryIO
+    ) -> ObjectInfo: ...
 
     def delete_object(self, repo: str, branch: str, path: str) -> None: ...
 
@@ -104,11 +110,21 @@ class LakeFS(Protocol):
     def delete_tag(self, repo: str, tag: str) -> None: ...
 
     def commit(
-        self, repo: str, branch: str, message: str, metadata: Mapping[str, str], allow_empty: bool = False
+        self,
+        repo: str,
+        branch: str,
+        message: str,
+        metadata: Mapping[str, str],
+        allow_empty: bool = False,
     ) -> Commit: ...
 
     def merge(
-        self, repo: str, source_ref: str, destination_branch: str, message: str, metadata: Mapping[str, str]
+        self,
+        repo: str,
+        source_ref: str,
+        destination_branch: str,
+        message: str,
+        metadata: Mapping[str, str],
     ) -> str:
         """Merge and return the resulting commit id.
 
@@ -154,7 +170,9 @@ class Metastore(Protocol):
 
     def list_schemas(self) -> list[str]: ...
 
-    def create_schema(self, schema: str, location: str | None = None, properties: Mapping[str, str] | None = None) -> None:
+    def create_schema(
+        self, schema: str, location: str | None = None, properties: Mapping[str, str] | None = None
+    ) -> None:
         """Create ``schema``; no error when it exists."""
         ...
 
@@ -207,3 +225,61 @@ __all__: Sequence[str] = [
     "Ref",
     "TableDef",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Recorded state (the server keeps it in SQLite; tests in a dict)
+# --------------------------------------------------------------------------------------------
+
+
+class StatusStore(Protocol):
+    """The last recorded status of each (repository, ref)."""
+
+    def get_status(self, repo: str, ref: str, ref_type: str = "branch") -> RefStatus | None: ...
+
+    def put_status(self, status: RefStatus) -> None: ...
+
+    def delete_status(self, repo: str, ref: str, ref_type: str = "branch") -> None: ...
+
+    def list_statuses(self, repo: str) -> list[RefStatus]: ...
+
+    def schema_mapping(self) -> dict[tuple[str, str, str], str]:
+        """Every persisted (repository, ref_type, ref) -> Hive schema name."""
+        ...
+
+    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# The processor: what a server job runs
+# --------------------------------------------------------------------------------------------
+
+
+class Processor(Protocol):
+    """Makes the derived state of one ref right. Every method is idempotent.
+
+    The server's jobs call these; ``pipeline.service.BranchService`` is the real one and
+    ``tests/fakes`` has a recording fake.
+    """
+
+    def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        """Process the branch head (changed datasets only), write back, sync schema, verify."""
+        ...
+
+    def create_branch(self, repo: str, branch: str, source_ref: str) -> RefStatus:
+        """Copy the source's schema to the new branch (no reprocessing), then verify."""
+        ...
+
+    def delete_branch(self, repo: str, branch: str) -> None:
+        """Drop the branch's schema, never data."""
+        ...
+
+    def sync_tag(self, repo: str, tag: str) -> RefStatus: ...
+
+    def delete_tag(self, repo: str, tag: str) -> None: ...
+
+    def gate(
+        self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
+    ) -> GateDecision:
+        """Pre-merge decision from recorded state and manifests only (fast, no processing)."""
+        ...

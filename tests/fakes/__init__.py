@@ -1,0 +1,1 @@
+"""Hand-written in-memory fakes behind lakehook's ports (see ``pipeline.ports``)."""
