@@ -1,0 +1,126 @@
+"""Fixtures for tests against the real local stack (``lakehook stack up``).
+
+These tests FAIL, never skip, when the stack is not running: a CI run without the stack must
+not pass quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lakehook.settings import Settings
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310
+            return bool(200 <= response.status < 300)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    """Settings of the running local stack; fails the test when a component is down."""
+    settings = Settings.load()
+    problems = []
+    if not _answers(f"{settings.lakefs_url}/api/v1/healthcheck"):
+        problems.append(f"lakeFS at {settings.lakefs_url}")
+    if not _answers(f"{settings.trino_url}/v1/info"):
+        problems.append(f"Trino at {settings.trino_url}")
+    if not _port_open(*settings.hms_host_port):
+        problems.append(f"Hive Metastore at {settings.hms_uri}")
+    if problems:
+        pytest.fail(
+            "the local stack is not running (" + ", ".join(problems) + "): run `lakehook stack up`"
+        )
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    listen: str
+    state_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_server(
+    state_dir: Path, port: int, extra_env: dict[str, str] | None = None
+) -> RunningServer:
+    """Start ``lakehook serve`` in a child process and wait until /healthz answers."""
+    listen = f"127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.update(
+        LAKEHOOK_LISTEN=listen, LAKEHOOK_STATE_DIR=str(state_dir), LAKEHOOK_RECONCILE_INTERVAL="5"
+    )
+    env.update(extra_env or {})
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "serve.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://{listen}"
+    deadline = time.monotonic() + 60
+    while not _answers(f"{url}/healthz"):
+        if process.poll() is not None:
+            pytest.fail(
+                f"lakehook serve exited with {process.returncode}; log: {state_dir / 'serve.log'}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(
+                f"lakehook serve did not answer within 60 s; log: {state_dir / 'serve.log'}"
+            )
+        time.sleep(0.1)
+    return RunningServer(url, listen, state_dir, env, process)
+
+
+@pytest.fixture
+def lakehook_server(stack_settings: Settings, tmp_path: Path) -> Iterator[RunningServer]:
+    """A real ``lakehook serve`` with the real processor, on a free port, own state dir."""
+    server = start_server(tmp_path / "state", free_port())
+    yield server
+    server.stop()
