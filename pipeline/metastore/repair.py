@@ -1,0 +1,64 @@
+"""Sync a ref's schema, verify it, and repair what a re-sync can repair.
+
+The metastore is a cache of the manifests: when verification finds it drifted (a table dropped
+or altered behind lakehook's back, a missed event), one more sync re-derives it from the
+manifests and the result is verified again. Problems that a sync cannot fix (Parquet files
+that disagree with their manifest, a failing probe) are returned, never hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipeline.metastore.sync import (
+    DEFAULT_WORKERS,
+    SyncResult,
+    desired_tables_from_manifests,
+    sync_ref,
+)
+from pipeline.metastore.verify import METASTORE_PROBLEMS, Problem, verify_ref
+from pipeline.model import TableManifest
+from pipeline.ports import LakeFS, Metastore
+
+
+def sync_and_verify(
+    metastore: Metastore,
+    lakefs: LakeFS | None,
+    repo: str,
+    ref: str,
+    schema: str,
+    manifests: Mapping[str, TableManifest],
+    *,
+    probe: bool = True,
+    workers: int = DEFAULT_WORKERS,
+) -> tuple[SyncResult, list[Problem]]:
+    """Sync ``schema`` to ``manifests``, verify, and re-sync once if the metastore drifted.
+
+    Args:
+        metastore: the metastore adapter.
+        lakefs: where Parquet footers are read (``None``: skip that check).
+        repo: the lakeFS repository.
+        ref: the branch or tag.
+        schema: its Hive schema.
+        manifests: table -> manifest at the ref's head.
+        probe: run the probe query per table.
+        workers: parallel calls.
+
+    Returns:
+        The last sync's result and the problems left after it (empty: synced).
+
+    Raises:
+        ServiceUnavailable: a service did not answer.
+    """
+    desired = desired_tables_from_manifests(repo, ref, schema, manifests)
+    result = sync_ref(metastore, schema, desired, workers)
+    problems = verify_ref(
+        metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
+    )
+    if any(p.what in METASTORE_PROBLEMS for p in problems):
+        result = sync_ref(metastore, schema, desired, workers)
+        problems = verify_ref(
+            metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
+        )
+    return result, problems
+
