@@ -1,0 +1,335 @@
+"""``BranchService``: the real ``Processor`` — makes one ref's derived state right.
+
+For a branch: plan from its head, process the changed datasets (each inside its lineage run),
+write the outputs back through a lakehook working branch, sync the branch's Hive schema to the
+manifests now at the head, verify metastore, data and declaration agree, classify drift, and
+record the status. For branch creation: copy the source's schema (fast), then the same sync.
+Every step is idempotent, so a duplicated, late or replayed job converges to the same end
+state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lakehook.errors import NotFound
+from lakehook.settings import Settings
+from pipeline import drift as drift_rules
+from pipeline import gate as gate_rules
+from pipeline import naming
+from pipeline.metastore.repair import sync_and_verify
+from pipeline.metastore.sync import copy_schema
+from pipeline.model import (
+    MANIFEST_PREFIX,
+    ORIGIN_KEY,
+    ORIGIN_VALUE,
+    SOURCE_COMMIT_KEY,
+    Drift,
+    GateDecision,
+    RefStatus,
+    TableManifest,
+    TableRun,
+    TableStatus,
+)
+from pipeline.ports import LakeFS, Metastore, StatusStore
+
+log = logging.getLogger(__name__)
+
+BRANCH = "branch"
+TAG = "tag"
+
+
+def read_manifests(lakefs: LakeFS, repo: str, ref: str) -> dict[str, TableManifest]:
+    """Every table manifest at ``ref``: table -> manifest."""
+    out: dict[str, TableManifest] = {}
+    for obj in lakefs.list_objects(repo, ref, MANIFEST_PREFIX):
+        if obj.path.endswith(".json"):
+            manifest = TableManifest.from_json(lakefs.read_object(repo, ref, obj.path))
+            out[manifest.table] = manifest
+    return out
+
+
+def is_lakehook_commit(metadata: Mapping[str, str], committer: str, lakehook_user: str) -> bool:
+    """Marker and committer both say lakehook made it (contract §8)."""
+    return metadata.get(ORIGIN_KEY) == ORIGIN_VALUE and committer == lakehook_user
+
+
+@dataclass
+class BranchService:
+    """The ``pipeline.ports.Processor`` used by the server."""
+
+    settings: Settings
+    lakefs: LakeFS
+    metastore: Metastore
+    store: StatusStore
+    recorder: Any = None  # pipeline.lineage.recorder.LineageRecorder, or None
+    workdir: Path | None = None
+
+    # ---- naming -------------------------------------------------------------------------------
+    def schema_for(self, repo: str, ref: str, ref_type: str = BRANCH) -> str:
+        name = naming.schema_name(repo, ref, self.store.schema_mapping(), ref_type)
+        self.store.save_schema_name(repo, ref_type, ref, name)
+        return name
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.workdir, prefix="lakehook-") as tmp:
+            yield Path(tmp)
+
+    # ---- Processor ----------------------------------------------------------------------------
+    def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        from pipeline.processing.writeback import plan_branch, process_table, write_back
+
+        schema = self.schema_for(repo, branch)
+        plan = plan_branch(self.lakefs, repo, branch)
+        before = read_manifests(self.lakefs, repo, plan.head_commit)
+        previous = self.store.get_status(repo, branch)
+        keys = dict(plan.config.keys)
+
+        runs: list[TableRun] = []
+        with self._scratch() as scratch, contextlib.ExitStack() as lineage:
+            parent = self._commit_run(lineage, repo, branch, plan.source_commit)
+            contexts = []
+            for task in plan.tasks:
+                ctx = self._table_run(lineage, parent, task)
+                run = process_table(self.lakefs, plan, task, scratch)
+                runs.append(run)
+                contexts.append(ctx)
+            result = write_back(self.lakefs, plan, runs)
+            drifts = {
+                table: drift_rules.classify(
+                    before.get(table), manifest, old_keys=keys, new_keys=keys
+                )
+                for table, manifest in result.manifests.items()
+                if table in {r.table for r in runs if r.manifest is not None}
+            }
+            for ctx, run in zip(contexts, runs, strict=True):
+                if ctx is not None:
+                    ctx.finish(
+                        replace(
+                            run,
+                            output_commit=result.output_commit,
+                            schema=schema,
+                            drift=drifts.get(run.table, Drift()),
+                        )
+                    )
+
+        head = self.lakefs.branch_head(repo, branch)
+        errors: list[dict[str, Any]] = [dict(e) for e in (*plan.errors, *result.errors)]
+        warnings = [*plan.warnings, *result.warnings]
+        if result.pending_reason:
+            status = self._status(
+                repo,
+                branch,
+                BRANCH,
+                schema,
+                head,
+                previous.source_commit if previous else None,
+                "pending",
+                result.manifests,
+                drifts,
+                previous,
+                warnings,
+                errors,
+                reason=result.pending_reason,
+            )
+            self.store.put_status(status)
+            return status
+
+        sync, problems = sync_and_verify(
+            self.metastore, self.lakefs, repo, branch, schema, result.manifests
+        )
+        errors += [{"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed]
+        errors += [{**p.to_dict(), "stage": "verify"} for p in problems]
+        state = "failed" if errors else "synced"
+        status = self._status(
+            repo,
+            branch,
+            BRANCH,
+            schema,
+            head,
+            plan.source_commit,
+            state,
+            result.manifests,
+            drifts,
+            previous,
+            warnings,
+            errors,
+        )
+        self.store.put_status(status)
+        return status
+
+    def create_branch(self, repo: str, branch: str, source_ref: str) -> RefStatus:
+        schema = self.schema_for(repo, branch)
+        source_type = (
+            TAG if any(t.name == source_ref for t in self.lakefs.list_tags(repo)) else BRANCH
+        )
+        source_schema = self.store.schema_mapping().get((repo, source_type, source_ref))
+        if source_schema is not None:
+            with contextlib.suppress(NotFound):
+                copy_schema(self.metastore, source_schema, schema, repo, branch)
+        return self.sync_branch(repo, branch)
+
+    def delete_branch(self, repo: str, branch: str) -> None:
+        schema = self.store.schema_mapping().get((repo, BRANCH, branch))
+        if schema is not None:
+            self.metastore.drop_schema(schema)
+        self.store.delete_status(repo, branch, BRANCH)
+
+    def sync_tag(self, repo: str, tag: str) -> RefStatus:
+        schema = self.schema_for(repo, tag, TAG)
+        head = self.lakefs.resolve(repo, tag)
+        manifests = read_manifests(self.lakefs, repo, head)
+        commit = self.lakefs.get_commit(repo, head)
+        source_commit = commit.metadata.get(SOURCE_COMMIT_KEY, head)
+        sync, problems = sync_and_verify(self.metastore, self.lakefs, repo, tag, schema, manifests)
+        errors: list[dict[str, Any]] = [
+            {"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed
+        ]
+        errors += [{**p.to_dict(), "stage": "verify"} for p in problems]
+        status = self._status(
+            repo,
+            tag,
+            TAG,
+            schema,
+            head,
+            source_commit,
+            "failed" if errors else "synced",
+            manifests,
+            {},
+            None,
+            [],
+            errors,
+        )
+        self.store.put_status(status)
+        return status
+
+    def delete_tag(self, repo: str, tag: str) -> None:
+        schema = self.store.schema_mapping().get((repo, TAG, tag))
+        if schema is not None:
+            self.metastore.drop_schema(schema)
+        self.store.delete_status(repo, tag, TAG)
+
+    def gate(
+        self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
+    ) -> GateDecision:
+        from pipeline.processing.config import load_config
+
+        source_head = source_commit or self.lakefs.resolve(repo, source_ref)
+        commit = self.lakefs.get_commit(repo, source_head)
+        if is_lakehook_commit(commit.metadata, commit.committer, self.lakefs.whoami()) and (
+            source_ref.startswith("_lakehook")
+        ):
+            return GateDecision(True, ("lakehook's own merge",))
+        destination_head = self.lakefs.branch_head(repo, destination_branch)
+        destination_config = load_config(self.lakefs, repo, destination_head)
+        source_config = load_config(self.lakefs, repo, source_head)
+        return gate_rules.decide(
+            destination_branch=destination_branch,
+            protected=destination_config.gate_protected,
+            allow=destination_config.gate_allow,
+            source_status=self.store.get_status(repo, source_ref),
+            source_head=source_head,
+            source_manifests=read_manifests(self.lakefs, repo, source_head),
+            destination_manifests=read_manifests(self.lakefs, repo, destination_head),
+            source_keys=source_config.keys,
+            destination_keys=destination_config.keys,
+            is_lakehook_merge=False,
+        )
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _commit_run(self, stack: contextlib.ExitStack, repo: str, branch: str, commit: str) -> Any:
+        if self.recorder is None:
+            return None
+        return stack.enter_context(self.recorder.commit_run(repo, branch, commit))
+
+    def _table_run(self, stack: contextlib.ExitStack, parent: Any, task: Any) -> Any:
+        if parent is None:
+            return None
+        return stack.enter_context(parent.table_run(task.table, task.dataset))
+
+    def _status(
+        self,
+        repo: str,
+        ref: str,
+        ref_type: str,
+        schema: str,
+        head: str,
+        source_commit: str | None,
+        state: str,
+        manifests: Mapping[str, TableManifest],
+        drifts: Mapping[str, Drift],
+        previous: RefStatus | None,
+        warnings: list[str],
+        errors: list[dict[str, Any]],
+        reason: str = "",
+    ) -> RefStatus:
+        earlier = {t.table: t for t in previous.tables} if previous else {}
+        tables = []
+        for table, manifest in sorted(manifests.items()):
+            drift = drifts.get(table)
+            if drift is None:
+                old = earlier.get(table)
+                drift = old.drift if old and old.fingerprint == manifest.fingerprint else Drift()
+            tables.append(
+                TableStatus(
+                    table=table,
+                    location=naming.table_location(repo, ref, table),
+                    rows=manifest.rows,
+                    columns=tuple((c.name, c.type) for c in manifest.columns),
+                    drift=drift,
+                    invalid_values=dict(manifest.invalid_values),
+                    null_keys=dict(manifest.null_keys),
+                    fingerprint=manifest.fingerprint,
+                )
+            )
+            warnings = warnings + [f"{table}: {w}" for w in manifest.warnings]
+        if state == "failed" and not reason:
+            reason = f"{len(errors)} error(s): " + "; ".join(
+                str(e.get("message", e)) for e in errors[:3]
+            )
+        return RefStatus(
+            repository=repo,
+            ref=ref,
+            ref_type=ref_type,
+            schema=schema,
+            head_commit=head,
+            source_commit=source_commit,
+            state=state,
+            tables=tuple(tables),
+            warnings=tuple(dict.fromkeys(warnings)),
+            errors=tuple(errors),
+            reason=reason,
+            updated_at=time.time(),
+        )
+
+
+def build_processor(settings: Settings, status_store: StatusStore) -> BranchService:
+    """The composition root of processing: real adapters from ``settings``."""
+    from pipeline.adapters.lakefs import LakeFSClient
+    from pipeline.adapters.trino_metastore import TrinoMetastore
+
+    recorder = None
+    try:
+        from pipeline.lineage import build_recorder
+
+        recorder = build_recorder(settings)
+    except ImportError:  # pragma: no cover - lineage package not installed yet
+        log.warning("lineage recorder unavailable; lineage is not recorded")
+    return BranchService(
+        settings=settings,
+        lakefs=LakeFSClient.from_settings(settings),
+        metastore=TrinoMetastore.from_settings(settings),
+        store=status_store,
+        recorder=recorder,
+        workdir=settings.state_dir / "work",
+    )
