@@ -1,6 +1,6 @@
-"""One behaviour suite for every ``Metastore``: the in-memory fake and the Trino adapter.
+"""One behaviour suite for every ``Metastore``: the in-memory fake, Trino DDL and HMS Thrift.
 
-The Trino run (marked ``stack``) needs the local stack and fails when it is down. Each test
+The real runs (marked ``stack``) needs the local stack and fails when it is down. Each test
 works in its own schema and repository and drops the schema afterwards.
 """
 
@@ -17,6 +17,7 @@ import pytest
 
 from lakehook.errors import NotFound
 from lakehook.settings import Settings
+from pipeline.adapters.thrift_metastore import ThriftMetastore
 from pipeline.adapters.trino_metastore import TrinoMetastore
 from pipeline.naming import normalize_location, table_location
 from pipeline.ports import Column, Metastore, TableDef
@@ -46,7 +47,13 @@ def lakefs_api(settings: Settings, method: str, path: str, body: object = None) 
         pass
 
 
-@pytest.fixture(params=["fake", pytest.param("trino", marks=pytest.mark.stack)])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("trino", marks=pytest.mark.stack),
+        pytest.param("thrift", marks=pytest.mark.stack),
+    ]
+)
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     suffix = uuid.uuid4().hex[:8]
     repo = f"contract-{suffix}"
@@ -61,7 +68,11 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         "/repositories",
         {"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
     )
-    metastore = TrinoMetastore.from_settings(settings)
+    metastore: Metastore = (
+        TrinoMetastore.from_settings(settings)
+        if request.param == "trino"
+        else ThriftMetastore.from_settings(settings)
+    )
     try:
         yield Subject(metastore, schema, repo)
     finally:
