@@ -61,4 +61,3 @@ def sync_and_verify(
             metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
         )
     return result, problems
-
