@@ -1,0 +1,113 @@
+"""``lakehook stack up | down | status | env``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import click
+
+from lakehook.errors import LakehookError
+from lakehook.settings import Settings
+from lakehook.stack import paths, process
+from lakehook.stack.components import Component, core_components
+
+
+def _fail(err: LakehookError) -> None:
+    click.echo(f"lakehook stack: {err}", err=True)
+    raise SystemExit(1)
+
+
+def stack_up(settings: Settings, clean: bool = False, echo: bool = True) -> None:
+    """Install what is missing and start every component; returns once all answer."""
+    components = core_components(settings)
+    if clean:
+        for component in reversed(components):
+            component.stop()
+        shutil.rmtree(paths.stack_dir() / "data", ignore_errors=True)
+        shutil.rmtree(paths.stack_dir() / "etc", ignore_errors=True)
+    begin = time.monotonic()
+    for component in components:
+        t0 = time.monotonic()
+        if echo:
+            click.echo(f"{component.name:<15} install ...", nl=False)
+        component.install()
+        installed = time.monotonic() - t0
+        if echo:
+            click.echo(f" ok ({installed:.1f}s); start ...", nl=False)
+        what, waited = component.start()
+        if echo:
+            click.echo(
+                f" {what}, ready after {waited:.1f}s (port {component.port}, pid {component.pid()})"
+            )
+    if echo:
+        click.echo(
+            f"stack ready in {time.monotonic() - begin:.1f}s; `lakehook stack env` prints the exports"
+        )
+
+
+def stack_down(settings: Settings) -> list[str]:
+    return [c.name for c in reversed(core_components(settings)) if c.stop()]
+
+
+def describe(component: Component) -> dict[str, object]:
+    pid = component.pid()
+    return {
+        "component": component.name,
+        "port": component.port,
+        "pid": pid,
+        "healthy": component.ready(),
+        "rss_mib": round(process.rss_kib(pid) / 1024, 1),
+        "log": str(paths.log_file(component.name)),
+    }
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def stack() -> None:
+        """The local stack (lakeFS, Hive Metastore, Trino) without Docker."""
+
+    @stack.command()
+    @click.option("--clean", is_flag=True, help="Start from empty data (stops running components).")
+    @click.pass_obj
+    def up(settings: Settings, clean: bool) -> None:
+        """Install (first run, cached) and start every component; return once all answer."""
+        try:
+            stack_up(settings, clean)
+        except LakehookError as err:
+            _fail(err)
+
+    @stack.command()
+    @click.pass_obj
+    def down(settings: Settings) -> None:
+        """Stop the processes the stack started (data is kept)."""
+        stopped = stack_down(settings)
+        click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+    @stack.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    def status(settings: Settings, as_json: bool) -> None:
+        """Each component: port, pid, health, memory."""
+        rows = [describe(c) for c in core_components(settings)]
+        if as_json:
+            import json
+
+            click.echo(json.dumps(rows, indent=2))
+            return
+        click.echo(f"{'component':<15} {'port':>5} {'pid':>8} {'health':<8} {'rss MiB':>8}")
+        for r in rows:
+            click.echo(
+                f"{r['component']:<15} {r['port']:>5} {r['pid'] or '-':>8} "
+                f"{'up' if r['healthy'] else 'down':<8} {r['rss_mib']:>8}"
+            )
+        if not all(r["healthy"] for r in rows):
+            raise SystemExit(1)
+
+    @stack.command()
+    @click.pass_obj
+    def env(settings: Settings) -> None:
+        """Print `export` lines for lakehook, lakectl and the Trino client."""
+        for line in settings.export_lines():
+            click.echo(line)
+        click.echo(f"export PATH={paths.lakectl_binary().parent}:$PATH")
