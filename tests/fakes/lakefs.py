@@ -162,7 +162,11 @@ class FakeLakeFS:
             r = self._repo(repo)
             if path not in self._tree(repo, branch):
                 raise NotFound(f"object {path!r} not found at {repo}/{branch}")
-            r.staging[branch][path] = None
+            committed = r.commits[r.branches[branch]][1]
+            if path in committed:
+                r.staging[branch][path] = None
+            else:  # only ever staged: deleting it leaves no change behind
+                del r.staging[branch][path]
 
     def create_branch(self, repo: str, branch: str, source: str) -> str:
         with self._lock:

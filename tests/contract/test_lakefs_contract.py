@@ -1,0 +1,89 @@
+"""One behaviour suite for the ``LakeFS`` port, run on the in-memory fake and on real lakeFS."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import pytest
+
+from lakehook.errors import NotFound, RefMoved
+from lakehook.settings import Settings
+from pipeline.ports import LakeFS
+from tests.fakes.lakefs import FakeLakeFS
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.stack)])
+def lakefs(request: pytest.FixtureRequest) -> LakeFS:
+    if request.param == "fake":
+        return FakeLakeFS()
+    from pipeline.adapters.lakefs import LakeFSClient
+
+    request.getfixturevalue("stack_settings")
+    return LakeFSClient.from_settings(Settings.load())
+
+
+@pytest.fixture
+def repo(lakefs: LakeFS) -> str:
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    lakefs.create_repository(name, f"local://{name}")
+    return name
+
+
+def test_upload_commit_read_list(lakefs: LakeFS, repo: str) -> None:
+    info = lakefs.upload_object(repo, "main", "raw/a.csv", b"x,y\n1,2\n")
+    assert info.size == 8
+    lakefs.upload_object(repo, "main", "raw/b.csv", io.BytesIO(b"streamed\n"))
+    assert [c.path for c in lakefs.uncommitted(repo, "main")] == ["raw/a.csv", "raw/b.csv"]
+    commit = lakefs.commit(repo, "main", "first", {"k": "v"})
+    assert lakefs.branch_head(repo, "main") == commit.id
+    assert lakefs.get_commit(repo, commit.id).metadata["k"] == "v"
+    assert lakefs.uncommitted(repo, "main") == []
+    assert lakefs.read_object(repo, commit.id, "raw/a.csv") == b"x,y\n1,2\n"
+    with lakefs.open_object(repo, "main", "raw/b.csv") as stream:
+        assert stream.read() == b"streamed\n"
+    assert [o.path for o in lakefs.list_objects(repo, "main", "raw/")] == ["raw/a.csv", "raw/b.csv"]
+    same = lakefs.stat_object(repo, "main", "raw/a.csv")
+    assert same is not None and same.checksum == info.checksum
+    assert lakefs.stat_object(repo, "main", "raw/none.csv") is None
+    with pytest.raises(NotFound):
+        lakefs.read_object(repo, "main", "raw/none.csv")
+
+
+def test_branches_merge_and_dirty_destination(lakefs: LakeFS, repo: str) -> None:
+    lakefs.upload_object(repo, "main", "a.txt", b"a")
+    base = lakefs.commit(repo, "main", "base", {})
+    head = lakefs.create_branch(repo, "work", "main")
+    assert head == base.id
+    assert lakefs.create_branch(repo, "work", "main") == head  # exists: no error
+    lakefs.upload_object(repo, "work", "b.txt", b"b")
+    lakefs.commit(repo, "work", "on work", {"lakehook.origin": "lakehook"})
+    assert {b.name for b in lakefs.list_branches(repo)} == {"main", "work"}
+
+    lakefs.upload_object(repo, "main", "dirty.txt", b"d")  # uncommitted on the destination
+    with pytest.raises(RefMoved):
+        lakefs.merge(repo, "work", "main", "merge", {"m": "1"})
+    lakefs.delete_object(repo, "main", "dirty.txt")
+
+    merged = lakefs.merge(repo, "work", "main", "merge", {"m": "1"})
+    assert lakefs.branch_head(repo, "main") == merged
+    assert lakefs.get_commit(repo, merged).metadata["m"] == "1"
+    assert lakefs.read_object(repo, "main", "b.txt") == b"b"
+    assert [c.path for c in lakefs.diff_refs(repo, base.id, "main")] == ["b.txt"]
+    assert lakefs.log(repo, "main", limit=1)[0].id == merged
+
+    lakefs.delete_branch(repo, "work")
+    with pytest.raises(NotFound):
+        lakefs.branch_head(repo, "work")
+
+
+def test_tags(lakefs: LakeFS, repo: str) -> None:
+    lakefs.upload_object(repo, "main", "a.txt", b"a")
+    commit = lakefs.commit(repo, "main", "c", {})
+    assert lakefs.create_tag(repo, "v1", "main") == commit.id
+    assert lakefs.resolve(repo, "v1") == commit.id
+    assert [t.name for t in lakefs.list_tags(repo)] == ["v1"]
+    lakefs.delete_tag(repo, "v1")
+    assert lakefs.list_tags(repo) == []
+    with pytest.raises(NotFound):
+        lakefs.resolve(repo, "v1")
