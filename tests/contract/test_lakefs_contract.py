@@ -44,7 +44,8 @@ def test_upload_commit_read_list(lakefs: LakeFS, repo: str) -> None:
         assert stream.read() == b"streamed\n"
     assert [o.path for o in lakefs.list_objects(repo, "main", "raw/")] == ["raw/a.csv", "raw/b.csv"]
     same = lakefs.stat_object(repo, "main", "raw/a.csv")
-    assert same is not None and same.checksum == info.checksum
+    assert same is not None
+    assert same.checksum == info.checksum
     assert lakefs.stat_object(repo, "main", "raw/none.csv") is None
     with pytest.raises(NotFound):
         lakefs.read_object(repo, "main", "raw/none.csv")
