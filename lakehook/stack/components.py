@@ -14,6 +14,7 @@ from lakehook.errors import ConfigError
 from lakehook.settings import Settings
 from lakehook.stack import install, paths, process, versions
 
+WAREHOUSE_REPO = "lakehook-warehouse"
 JAVA_CANDIDATES = ("/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/temurin-24-jdk-amd64")
 JAVA17_CANDIDATES = ("/usr/lib/jvm/java-17-openjdk-amd64", *JAVA_CANDIDATES)
 
@@ -70,9 +71,11 @@ class Component:
     def start(self) -> tuple[str, float]:
         """Start unless running; returns (what happened, seconds waited)."""
         if self.pid() is not None and self.ready():
+            self.after_start()
             return "running", 0.0
         if self.pid() is not None:
             waited = process.wait_until(self.ready, self.name, self.start_timeout, self.pid())
+            self.after_start()
             return "was starting", waited
         if self.ready():
             raise ConfigError(
@@ -139,6 +142,14 @@ class LakeFS(Component):
     def ready(self) -> bool:
         return process.http_ok(f"{self.settings.lakefs_url}/api/v1/healthcheck")
 
+    def after_start(self) -> None:
+        """Create the repository that holds the metastore's default warehouse directory."""
+        from pipeline.adapters.lakefs import LakeFSClient
+
+        LakeFSClient.from_settings(self.settings).create_repository(
+            WAREHOUSE_REPO, f"local://{WAREHOUSE_REPO}"
+        )
+
 
 class HiveMetastore(Component):
     name = "hive-metastore"
@@ -157,7 +168,8 @@ class HiveMetastore(Component):
         data = paths.data_dir(self.name)
         props = {
             "metastore.thrift.port": str(self.port),
-            "metastore.warehouse.dir": f"file://{data}/warehouse",
+            # schemas created without a location land here; Trino reads s3a:// but not file:
+            "metastore.warehouse.dir": f"s3a://{WAREHOUSE_REPO}/main/warehouse",
             "javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={data}/metastore_db;create=true",
             "javax.jdo.option.ConnectionDriverName": "org.apache.derby.jdbc.EmbeddedDriver",
             # jars-only install: no schematool scripts, so DataNucleus creates the schema
