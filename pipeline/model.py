@@ -133,6 +133,7 @@ class TableRun:
     schema: str = ""  # Hive schema of the branch
     drift: Drift = field(default_factory=Drift)
     error: str | None = None
+    error_detail: Mapping[str, Any] | None = None  # InputError.as_dict(): file, line, column, hint
     started_at: float = 0.0
     finished_at: float = 0.0
     reused: bool = False  # fingerprint unchanged: nothing was rewritten

@@ -27,7 +27,6 @@ from pipeline import naming
 from pipeline.metastore.repair import sync_and_verify
 from pipeline.metastore.sync import copy_schema
 from pipeline.model import (
-    MANIFEST_PREFIX,
     ORIGIN_KEY,
     ORIGIN_VALUE,
     SOURCE_COMMIT_KEY,
@@ -39,21 +38,15 @@ from pipeline.model import (
     TableStatus,
 )
 from pipeline.ports import LakeFS, Metastore, StatusStore
+from pipeline.processing.config import load_config
+from pipeline.processing.plan import TableTask, plan_branch, read_manifests
+from pipeline.processing.table import process_table
+from pipeline.processing.writeback import write_back
 
 log = logging.getLogger(__name__)
 
 BRANCH = "branch"
 TAG = "tag"
-
-
-def read_manifests(lakefs: LakeFS, repo: str, ref: str) -> dict[str, TableManifest]:
-    """Every table manifest at ``ref``: table -> manifest."""
-    out: dict[str, TableManifest] = {}
-    for obj in lakefs.list_objects(repo, ref, MANIFEST_PREFIX):
-        if obj.path.endswith(".json"):
-            manifest = TableManifest.from_json(lakefs.read_object(repo, ref, obj.path))
-            out[manifest.table] = manifest
-    return out
 
 
 def is_lakehook_commit(metadata: Mapping[str, str], committer: str, lakehook_user: str) -> bool:
@@ -87,8 +80,6 @@ class BranchService:
 
     # ---- Processor ----------------------------------------------------------------------------
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
-        from pipeline.processing.writeback import plan_branch, process_table, write_back
-
         schema = self.schema_for(repo, branch)
         plan = plan_branch(self.lakefs, repo, branch)
         before = read_manifests(self.lakefs, repo, plan.head_commit)
@@ -100,11 +91,11 @@ class BranchService:
             parent = self._commit_run(lineage, repo, branch, plan.source_commit)
             contexts = []
             for task in plan.tasks:
-                ctx = self._table_run(lineage, parent, task)
+                ctx = self._table_run(lineage, parent, task, plan.contents_path, schema)
                 run = process_table(self.lakefs, plan, task, scratch)
                 runs.append(run)
                 contexts.append(ctx)
-            result = write_back(self.lakefs, plan, runs)
+            result = write_back(self.lakefs, plan, runs, scratch)
             drifts = {
                 table: drift_rules.classify(
                     before.get(table), manifest, old_keys=keys, new_keys=keys
@@ -222,8 +213,6 @@ class BranchService:
     def gate(
         self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
     ) -> GateDecision:
-        from pipeline.processing.config import load_config
-
         source_head = source_commit or self.lakefs.resolve(repo, source_ref)
         commit = self.lakefs.get_commit(repo, source_head)
         if is_lakehook_commit(commit.metadata, commit.committer, self.lakefs.whoami()) and (
@@ -252,10 +241,25 @@ class BranchService:
             return None
         return stack.enter_context(self.recorder.commit_run(repo, branch, commit))
 
-    def _table_run(self, stack: contextlib.ExitStack, parent: Any, task: Any) -> Any:
+    def _table_run(
+        self,
+        stack: contextlib.ExitStack,
+        parent: Any,
+        task: TableTask,
+        contents_path: str,
+        schema: str,
+    ) -> Any:
         if parent is None:
             return None
-        return stack.enter_context(parent.table_run(task.table, task.dataset))
+        return stack.enter_context(
+            parent.table_run(
+                task.table,
+                task.dataset,
+                raw_path=task.raw_path,
+                contents_path=contents_path,
+                schema=schema,
+            )
+        )
 
     def _status(
         self,

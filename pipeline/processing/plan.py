@@ -1,0 +1,272 @@
+"""What to do for one branch head: the plan. ``make_plan`` is pure; ``plan_branch`` reads.
+
+A dataset is (re)processed only when its fingerprint changed: the raw object's checksum, its
+rows in the contents file, the key config, ``invalid_values`` and the processing version. A
+table whose raw CSV is gone is removed. The plan also finds a lakehook working branch that
+already holds committed outputs for this source commit (a crash or a dirty branch interrupted
+the merge): then nothing is recomputed, only merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lakehook.errors import InputError, NotFound
+from pipeline import naming
+from pipeline.model import (
+    MANIFEST_PREFIX,
+    ORIGIN_KEY,
+    ORIGIN_VALUE,
+    PROCESSING_VERSION,
+    SOURCE_COMMIT_KEY,
+    TableManifest,
+)
+from pipeline.ports import Commit, LakeFS, ObjectInfo
+from pipeline.processing.config import CONFIG_PATH, StudyConfig, parse_config
+from pipeline.processing.contents import Contents, DatasetContents, parse_contents
+
+WORKING_PREFIX = "_lakehook-"
+
+
+def working_branch(branch: str, source_commit: str) -> str:
+    """The lakehook working branch that carries outputs of ``source_commit`` to ``branch``."""
+    return f"{WORKING_PREFIX}{naming.sanitize(branch)}-{source_commit[:12]}"
+
+
+def source_commit_of(commit: Commit) -> str:
+    """The user's commit a head stands for: lakehook's commits name it in their metadata."""
+    if commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE:
+        return commit.metadata.get(SOURCE_COMMIT_KEY, commit.id)
+    return commit.id
+
+
+def fingerprint(
+    dataset: str,
+    raw_checksum: str,
+    contents: DatasetContents | None,
+    config: StudyConfig,
+) -> str:
+    text = json.dumps(
+        {
+            "dataset": dataset,
+            "raw": raw_checksum,
+            "contents": contents.fingerprint if contents else None,
+            "keys": config.keys_fingerprint,
+            "invalid_values": config.invalid_values,
+            "processing_version": PROCESSING_VERSION,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TableTask:
+    table: str
+    dataset: str
+    raw_path: str
+    raw_checksum: str
+    contents: DatasetContents | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    repository: str
+    branch: str
+    head_commit: str
+    source_commit: str
+    config: StudyConfig
+    contents_path: str
+    contents_fingerprint: str = ""
+    tasks: tuple[TableTask, ...] = ()
+    current: Mapping[str, TableManifest] = field(default_factory=dict)  # manifests at the head
+    removed: tuple[str, ...] = ()
+    errors: tuple[Mapping[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    ready_branch: str | None = None
+
+    @property
+    def working_branch(self) -> str:
+        return working_branch(self.branch, self.source_commit)
+
+
+def _error(err: InputError, **where: str) -> dict[str, Any]:
+    return {**where, **err.as_dict()}
+
+
+def make_plan(
+    repository: str,
+    branch: str,
+    head_commit: str,
+    source_commit: str,
+    config: StudyConfig | InputError,
+    contents: Contents | InputError | None,
+    raw_objects: Sequence[ObjectInfo],
+    manifests: Mapping[str, TableManifest],
+    ready_branch: str | None = None,
+) -> BranchPlan:
+    """Decide which datasets to process and which tables to remove. Pure."""
+    if isinstance(config, InputError):
+        return BranchPlan(
+            repository,
+            branch,
+            head_commit,
+            source_commit,
+            StudyConfig(),
+            "",
+            current=manifests,
+            errors=(_error(config, stage="config"),),
+        )
+    base = BranchPlan(
+        repository,
+        branch,
+        head_commit,
+        source_commit,
+        config,
+        config.contents,
+        current=manifests,
+        warnings=config.warnings,
+    )
+    if ready_branch is not None:
+        return replace(base, ready_branch=ready_branch)
+    if isinstance(contents, InputError):
+        return replace(base, errors=(_error(contents, stage="contents"),))
+    errors: list[dict[str, Any]] = []
+    warnings = list(config.warnings)
+    datasets: dict[str, list[ObjectInfo]] = {}
+    for obj in raw_objects:
+        rest = obj.path[len(config.raw) :]
+        if "/" in rest or not rest.lower().endswith(".csv") or obj.path == config.contents:
+            continue
+        datasets.setdefault(naming.table_name(rest[:-4]), []).append(obj)
+    if contents is None:
+        warnings.append(f"{config.contents} not found: every dataset is processed as varchar")
+    tasks: list[TableTask] = []
+    failed_tables: set[str] = set()
+    for table, objs in sorted(datasets.items()):
+        if len(objs) > 1:
+            for obj in objs:
+                errors.append(
+                    {
+                        "table": table,
+                        "file": obj.path,
+                        "message": f"{', '.join(o.path for o in objs)} all become table {table!r}",
+                        "hint": "rename one of the files",
+                    }
+                )
+            failed_tables.add(table)
+            continue
+        obj = objs[0]
+        dataset = obj.path[len(config.raw) : -4]
+        declared = contents.for_dataset(dataset) if contents else None
+        problems = declared.errors(config.contents) if declared else []
+        if problems:
+            errors += [_error(p, table=table, dataset=dataset) for p in problems]
+            failed_tables.add(table)
+            continue
+        print_ = fingerprint(dataset, obj.checksum, declared, config)
+        existing = manifests.get(table)
+        if existing is not None and existing.fingerprint == print_:
+            continue
+        tasks.append(TableTask(table, dataset, obj.path, obj.checksum, declared, print_))
+    if contents is not None:
+        known = [o.path[len(config.raw) : -4] for objs in datasets.values() for o in objs]
+        for name in contents.unknown_datasets(known):
+            first = contents.datasets[name.lower()].columns[0].line
+            errors.append(
+                {
+                    "dataset": name,
+                    "file": config.contents,
+                    "line": first,
+                    "column": "dataset",
+                    "message": f"the contents declare dataset {name!r} but "
+                    f"{config.raw}{name}.csv does not exist",
+                    "hint": f"deliver {config.raw}{name}.csv or remove its rows from the contents",
+                }
+            )
+        warnings += key_family_warnings(contents, config.keys)
+    removed = tuple(sorted(t for t in manifests if t not in datasets))
+    return replace(
+        base, tasks=tuple(tasks), removed=removed, errors=tuple(errors), warnings=tuple(warnings)
+    )
+
+
+def key_family_warnings(contents: Contents, keys: Mapping[str, Sequence[str]]) -> list[str]:
+    """Key columns declared with different type families in different datasets (contract §6)."""
+    out = []
+    for key, natural in keys.items():
+        for column in natural:
+            families: dict[str, list[str]] = {}
+            for ds in contents.datasets.values():
+                for col in ds.columns:
+                    if col.name.lower() == column.lower() and col.ctype is not None:
+                        families.setdefault(col.ctype.family, []).append(ds.dataset)
+            if len(families) > 1:
+                detail = "; ".join(
+                    f"{f}: {', '.join(sorted(d))}" for f, d in sorted(families.items())
+                )
+                out.append(
+                    f"key {key}: column {column} is declared with different types ({detail}); "
+                    "its keys will not agree across these datasets"
+                )
+    return out
+
+
+def read_manifests(lakefs: LakeFS, repo: str, ref: str) -> dict[str, TableManifest]:
+    """Every table manifest at ``ref``: table -> manifest."""
+    out: dict[str, TableManifest] = {}
+    for obj in lakefs.list_objects(repo, ref, MANIFEST_PREFIX):
+        if obj.path.endswith(".json"):
+            manifest = TableManifest.from_json(lakefs.read_object(repo, ref, obj.path))
+            out[manifest.table] = manifest
+    return out
+
+
+def plan_branch(lakefs: LakeFS, repo: str, branch: str) -> BranchPlan:
+    """Read the head of ``branch`` and plan its processing."""
+    head = lakefs.branch_head(repo, branch)
+    commit = lakefs.get_commit(repo, head)
+    source = source_commit_of(commit)
+    manifests = read_manifests(lakefs, repo, head)
+    ready = _ready_branch(lakefs, repo, branch, source)
+    try:
+        config_data = (
+            lakefs.read_object(repo, head, CONFIG_PATH)
+            if lakefs.stat_object(repo, head, CONFIG_PATH)
+            else None
+        )
+        config: StudyConfig | InputError = parse_config(config_data)
+    except InputError as err:
+        config = err
+    if isinstance(config, InputError):
+        return make_plan(repo, branch, head, source, config, None, [], manifests)
+    contents: Contents | InputError | None = None
+    if lakefs.stat_object(repo, head, config.contents) is not None:
+        try:
+            contents = parse_contents(
+                lakefs.read_object(repo, head, config.contents), config.contents
+            )
+        except InputError as err:
+            contents = err
+    raw = lakefs.list_objects(repo, head, config.raw)
+    return make_plan(repo, branch, head, source, config, contents, raw, manifests, ready)
+
+
+def _ready_branch(lakefs: LakeFS, repo: str, branch: str, source: str) -> str | None:
+    name = working_branch(branch, source)
+    try:
+        head = lakefs.branch_head(repo, name)
+    except NotFound:
+        return None
+    commit = lakefs.get_commit(repo, head)
+    if (
+        commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
+        and commit.metadata.get(SOURCE_COMMIT_KEY) == source
+    ):
+        return name
+    return None

@@ -1,0 +1,265 @@
+"""Declared column types (contract §5) and vectorised conversion of CSV text to table types.
+
+A ``ColumnType`` is parsed from the contents file's declaration. ``convert`` turns one Arrow
+string array (the CSV field as written; empty field = null) into the declared Arrow type and
+returns how many non-null values did not fit (they become null). Fast paths use Arrow's own
+casts; only a batch that holds invalid values takes the slower, value-checking path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TEXT = "text"
+PARTIALDATE = "partialdate"
+INTEGER = "integer"
+BIGINT = "bigint"
+DOUBLE = "double"
+DECIMAL = "decimal"
+BOOLEAN = "boolean"
+DATE = "date"
+TIMESTAMP = "timestamp"
+
+NUMERIC_KINDS = frozenset({INTEGER, BIGINT, DOUBLE, DECIMAL})
+
+_ALIASES = {
+    "string": TEXT,
+    "text": TEXT,
+    "char": TEXT,
+    "varchar": TEXT,
+    "integer": INTEGER,
+    "int": INTEGER,
+    "bigint": BIGINT,
+    "long": BIGINT,
+    "float": DOUBLE,
+    "double": DOUBLE,
+    "num": DOUBLE,
+    "numeric": DOUBLE,
+    "number": DOUBLE,
+    "boolean": BOOLEAN,
+    "bool": BOOLEAN,
+    "date": DATE,
+    "datetime": TIMESTAMP,
+    "timestamp": TIMESTAMP,
+    "partialdate": PARTIALDATE,
+    "iso8601": PARTIALDATE,
+}
+_VARCHAR_N = re.compile(r"^varchar\s*\(\s*\d+\s*\)$")
+_DECIMAL = re.compile(r"^decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+_INT_TEXT = r"^\s*[+-]?\d+(\.0*)?\s*$"
+_NUM_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_DTC = (
+    r"^\s*(\d{4}|-)(-(\d{2}|-)(-(\d{2}|-)"
+    r"(T(\d{2}|-)(:(\d{2}|-)(:\d{2}(\.\d+)?)?)?([+-]\d{2}:?\d{2}|Z)?)?)?)?\s*$"
+)
+_ISO_TS = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?\s*$"
+_TRUE = ["y", "yes", "true", "1", "t"]
+_FALSE = ["n", "no", "false", "0", "f"]
+_SAS_DATE = "%d%b%Y"
+_SAS_DATETIME = "%d%b%Y:%H:%M:%S"
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A declared type: its kind, the Trino table type and the Arrow type written."""
+
+    kind: str
+    trino: str
+    precision: int = 0
+    scale: int = 0
+    sas: bool = False  # values may appear as SAS prints them (02JUL2014)
+
+    @property
+    def arrow(self) -> pa.DataType:
+        if self.kind == DECIMAL:
+            return pa.decimal128(self.precision, self.scale)
+        return _FIXED_ARROW[self.kind]
+
+    @property
+    def family(self) -> str:
+        """The key-relevant family: text, numeric, temporal or boolean."""
+        if self.kind in NUMERIC_KINDS:
+            return "numeric"
+        if self.kind in (DATE, TIMESTAMP):
+            return self.kind
+        return "boolean" if self.kind == BOOLEAN else "text"
+
+
+VARCHAR = ColumnType(TEXT, "varchar")
+
+_FIXED_ARROW: dict[str, pa.DataType] = {
+    TEXT: pa.string(),
+    PARTIALDATE: pa.string(),
+    INTEGER: pa.int32(),
+    BIGINT: pa.int64(),
+    DOUBLE: pa.float64(),
+    BOOLEAN: pa.bool_(),
+    DATE: pa.date32(),
+    TIMESTAMP: pa.timestamp("ms"),
+}
+
+
+class UnknownType(ValueError):
+    """A declared type this contract does not know."""
+
+
+def parse_declared(declared: str, *, sas: bool = False) -> ColumnType:
+    """The ``ColumnType`` of a declaration such as ``integer`` or ``decimal(10,2)``.
+
+    Raises:
+        UnknownType: the declaration is not in contract §5's type table.
+    """
+    text = declared.strip().lower()
+    if text in _ALIASES:
+        kind = _ALIASES[text]
+        trino = {
+            TEXT: "varchar",
+            PARTIALDATE: "varchar",
+            TIMESTAMP: "timestamp(3)",
+        }.get(kind, kind)
+        return ColumnType(kind, trino, sas=sas)
+    if _VARCHAR_N.match(text):
+        return VARCHAR
+    match = _DECIMAL.match(text)
+    if match:
+        precision, scale = int(match.group(1)), int(match.group(2))
+        if not 1 <= precision <= 38 or scale > precision:
+            raise UnknownType(f"decimal({precision},{scale}) needs 1 <= p <= 38 and s <= p")
+        return ColumnType(DECIMAL, f"decimal({precision},{scale})", precision, scale)
+    raise UnknownType(
+        f"unknown type {declared!r}; use one of string, integer, bigint, double, "
+        "decimal(p,s), boolean, date, timestamp, partialdate"
+    )
+
+
+def _invalid_count(source: pa.Array, result: pa.Array) -> int:
+    return int(result.null_count) - int(source.null_count)
+
+
+def _masked(source: pa.Array, pattern: str) -> pa.Array:
+    """``source`` with every value not matching ``pattern`` replaced by null."""
+    ok = pc.match_substring_regex(source, pattern)
+    return pc.if_else(ok, source, pa.scalar(None, pa.string()))
+
+
+def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
+    """Convert CSV text to ``ctype``. Returns the array and the count of invalid values."""
+    if isinstance(source, pa.ChunkedArray):
+        source = source.combine_chunks()
+    kind = ctype.kind
+    if kind == TEXT:
+        return source, 0
+    if kind == PARTIALDATE:
+        result = _masked(source, _DTC)
+        return result, _invalid_count(source, result)
+    target = ctype.arrow
+    try:  # fast path: clean data parses with Arrow's own cast
+        if kind == BOOLEAN:
+            raise pa.ArrowInvalid("booleans take the mapped path")
+        if ctype.sas and kind in (DATE, TIMESTAMP):
+            raise pa.ArrowInvalid("SAS dates take the checked path")
+        return pc.cast(source, target), 0
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    result = _checked(source, ctype)
+    return result, _invalid_count(source, result)
+
+
+def _checked(source: pa.Array, ctype: ColumnType) -> pa.Array:
+    kind, target = ctype.kind, ctype.arrow
+    if kind in (INTEGER, BIGINT):
+        text = _masked(source, _INT_TEXT)
+        text = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"\.0*$", "")
+        wide = _cast_each(text, pa.int64(), int)
+        if kind == INTEGER:
+            fits = pc.and_(pc.greater_equal(wide, -(2**31)), pc.less(wide, 2**31))
+            wide = pc.if_else(fits, wide, pa.scalar(None, pa.int64()))
+        return pc.cast(wide, target)
+    if kind == DOUBLE:
+        text = pc.utf8_trim_whitespace(_masked(source, _NUM_TEXT))
+        return _cast_each(text, target, float)
+    if kind == DECIMAL:
+        return pa.array([_decimal(v, ctype) for v in source.to_pylist()], type=target)
+    if kind == BOOLEAN:
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(source))
+        true = pc.is_in(lowered, value_set=pa.array(_TRUE))
+        false = pc.is_in(lowered, value_set=pa.array(_FALSE))
+        return pc.if_else(true, True, pc.if_else(false, False, pa.scalar(None, pa.bool_())))
+    if kind == DATE:
+        return _dates(source, ctype)
+    if kind == TIMESTAMP:
+        return _timestamps(source, ctype)
+    raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover
+
+
+def _cast_each(text: pa.Array, target: pa.DataType, parse: type) -> pa.Array:
+    try:
+        return pc.cast(text, target)
+    except (pa.ArrowInvalid, OverflowError):
+        out = []
+        for value in text.to_pylist():
+            try:
+                out.append(None if value is None else parse(value))
+            except (ValueError, OverflowError):
+                out.append(None)
+        try:
+            return pa.array(out, type=target)
+        except (pa.ArrowInvalid, OverflowError):
+            return pa.array(
+                [v if v is None or -(2**63) <= v < 2**63 else None for v in out], type=target
+            )
+
+
+def _decimal(value: str | None, ctype: ColumnType) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    quantized = number.quantize(Decimal(1).scaleb(-ctype.scale))
+    digits = len(quantized.as_tuple().digits)
+    return quantized if digits <= ctype.precision else None
+
+
+def _dates(source: pa.Array, ctype: ColumnType) -> pa.Array:
+    iso = pc.strptime(pc.utf8_trim_whitespace(source), "%Y-%m-%d", "s", error_is_null=True)
+    if ctype.sas:
+        sas = pc.strptime(pc.utf8_trim_whitespace(source), _SAS_DATE, "s", error_is_null=True)
+        iso = pc.coalesce(iso, sas)
+    return pc.cast(iso, pa.date32())
+
+
+def _timestamps(source: pa.Array, ctype: ColumnType) -> pa.Array:
+    text = _masked(source, _ISO_TS)
+    values: list[dt.datetime | None] = []
+    for value in text.to_pylist():
+        values.append(_parse_timestamp(value) if value is not None else None)
+    result = pa.array(values, type=pa.timestamp("ms"))
+    if ctype.sas:
+        trimmed = pc.utf8_trim_whitespace(source)
+        sas = pc.coalesce(
+            pc.strptime(trimmed, _SAS_DATETIME, "ms", error_is_null=True),
+            pc.strptime(trimmed, _SAS_DATE, "ms", error_is_null=True),
+        )
+        result = pc.coalesce(result, sas)
+    return result
+
+
+def _parse_timestamp(value: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed

@@ -1,0 +1,161 @@
+"""Write-back: outputs reach the user's branch through a lakehook working branch.
+
+1. A working branch ``_lakehook-<branch>-<source[:12]>`` is created from the processed commit
+   (never from the user's branch, whose uncommitted changes must not be swept in).
+2. New Parquet files and manifests are uploaded there, stale files and removed tables deleted,
+   and one commit is made with ``lakehook.origin=lakehook`` and ``lakehook.source_commit``.
+3. The working branch is merged into the user's branch with the same metadata, then deleted.
+
+A dirty user branch refuses the merge: the outputs wait, committed, on the working branch and
+the branch is ``pending``; the next attempt finds them (``BranchPlan.ready_branch``) and only
+merges. A crash before the commit leaves nothing visible; the retry starts the branch afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakehook.errors import NotFound, RefMoved, TerminalError
+from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE, SOURCE_COMMIT_KEY, TableManifest, TableRun
+from pipeline.ports import LakeFS
+from pipeline.processing.plan import BranchPlan, read_manifests
+from pipeline.processing.table import local_dir, table_prefix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """What the write-back did."""
+
+    output_commit: str | None  # the merge commit on the user's branch (None: nothing changed)
+    manifests: Mapping[str, TableManifest]  # the manifests the branch holds afterwards
+    pending_reason: str = ""
+    written: tuple[str, ...] = ()  # objects uploaded
+    deleted: tuple[str, ...] = ()  # objects deleted
+    warnings: tuple[str, ...] = ()
+    errors: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+def provenance(plan: BranchPlan, tables: Sequence[str]) -> dict[str, str]:
+    return {
+        ORIGIN_KEY: ORIGIN_VALUE,
+        SOURCE_COMMIT_KEY: plan.source_commit,
+        "lakehook.branch": plan.branch,
+        "lakehook.tables": ",".join(tables),
+    }
+
+
+def resulting_manifests(plan: BranchPlan, runs: Sequence[TableRun]) -> dict[str, TableManifest]:
+    """Manifests after the write-back: new ones replace, failed keep the old, removed go. Pure."""
+    out = {t: m for t, m in plan.current.items() if t not in plan.removed}
+    for run in runs:
+        if run.manifest is not None:
+            out[run.table] = run.manifest
+    return dict(sorted(out.items()))
+
+
+def write_back(
+    lakefs: LakeFS, plan: BranchPlan, runs: Sequence[TableRun], scratch: Path
+) -> WriteBack:
+    errors = [
+        dict(r.error_detail or {"table": r.table, "message": r.error}) for r in runs if r.error
+    ]
+    repo, _branch = plan.repository, plan.branch
+    if plan.ready_branch is not None:
+        manifests = read_manifests(lakefs, repo, plan.ready_branch)
+        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors)
+    manifests = resulting_manifests(plan, runs)
+    done = [r for r in runs if r.manifest is not None]
+    if not done and not plan.removed:
+        return WriteBack(None, manifests, errors=tuple(errors))
+
+    work = plan.working_branch
+    with contextlib.suppress(NotFound):
+        lakefs.delete_branch(repo, work)  # a stale attempt that never committed
+    lakefs.create_branch(repo, work, plan.head_commit)
+    written: list[str] = []
+    deleted: list[str] = []
+    for run in done:
+        assert run.manifest is not None
+        keep = set(run.manifest.files)
+        for path in run.manifest.files:
+            with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
+                lakefs.upload_object(repo, work, path, data)
+            written.append(path)
+        for obj in lakefs.list_objects(repo, work, table_prefix(run.table)):
+            if obj.path not in keep:
+                lakefs.delete_object(repo, work, obj.path)
+                deleted.append(obj.path)
+        lakefs.upload_object(repo, work, run.manifest.path, run.manifest.to_json())
+        written.append(run.manifest.path)
+    for table in plan.removed:
+        for obj in lakefs.list_objects(repo, work, table_prefix(table)):
+            lakefs.delete_object(repo, work, obj.path)
+            deleted.append(obj.path)
+        path = plan.current[table].path
+        lakefs.delete_object(repo, work, path)
+        deleted.append(path)
+    tables = sorted({r.table for r in done} | set(plan.removed))
+    if not lakefs.uncommitted(repo, work):
+        lakefs.delete_branch(repo, work)
+        return WriteBack(None, manifests, written=tuple(written), errors=tuple(errors))
+    lakefs.commit(
+        repo,
+        work,
+        f"lakehook: {len(tables)} table(s) from {plan.source_commit[:12]}: {', '.join(tables)}",
+        provenance(plan, tables),
+    )
+    return _merge(lakefs, plan, work, manifests, written, deleted, errors)
+
+
+def _merge(
+    lakefs: LakeFS,
+    plan: BranchPlan,
+    work: str,
+    manifests: Mapping[str, TableManifest],
+    written: Sequence[str],
+    deleted: Sequence[str],
+    errors: list[dict[str, Any]],
+) -> WriteBack:
+    repo, branch = plan.repository, plan.branch
+    tables = sorted(manifests)
+    try:
+        merged = lakefs.merge(
+            repo,
+            work,
+            branch,
+            f"lakehook: outputs of {plan.source_commit[:12]}",
+            provenance(plan, tables),
+        )
+    except RefMoved as err:
+        if lakefs.uncommitted(repo, branch):
+            reason = (
+                f"{branch} has uncommitted changes; lakehook's outputs wait on {work} and are "
+                "merged as soon as the branch is committed or reset"
+            )
+            log.info("write-back pending: %s", reason)
+            return WriteBack(
+                None, manifests, reason, tuple(written), tuple(deleted), errors=tuple(errors)
+            )
+        raise err
+    except TerminalError as err:
+        errors.append(
+            {
+                "stage": "write-back",
+                "message": f"merging {work} into {branch} failed: {err}",
+                "hint": f"resolve the conflict under tables/ or _lakehook/ on {branch}, "
+                "then run lakehook reconcile",
+            }
+        )
+        return WriteBack(
+            None, plan.current, "", tuple(written), tuple(deleted), errors=tuple(errors)
+        )
+    with contextlib.suppress(NotFound):
+        lakefs.delete_branch(repo, work)
+    return WriteBack(merged, manifests, "", tuple(written), tuple(deleted), errors=tuple(errors))

@@ -1,0 +1,176 @@
+"""Processing through ``BranchService`` on the hand-written fakes: plan, convert, write-back."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from lakehook.settings import Settings
+from pipeline.model import ORIGIN_KEY, SOURCE_COMMIT_KEY, TableManifest
+from pipeline.naming import table_location
+from pipeline.service import BranchService
+from tests.fakes.lakefs import FakeLakeFS
+from tests.fakes.metastore import FakeMetastore
+from tests.fakes.status import MemoryStatusStore
+
+CONTENTS = b"""dataset,column,type,label
+dm,STUDYID,string,Study Identifier
+dm,USUBJID,string,Unique Subject Identifier
+dm,SITEID,string,Study Site Identifier
+dm,AGE,integer,Age
+sv,STUDYID,string,Study Identifier
+sv,USUBJID,string,Unique Subject Identifier
+sv,VISITNUM,double,Visit Number
+sv,SVSTDTC,date,Start Date
+"""
+DM = (
+    b"STUDYID,USUBJID,SITEID,AGE\nCDISCPILOT01,01-701-1015,701,63\nCDISCPILOT01,01-701-1023,701,x\n"
+)
+SV = (
+    b"STUDYID,USUBJID,VISITNUM,SVSTDTC\n"
+    b"CDISCPILOT01,01-701-1015,1,2014-01-02\n"
+    b"CDISCPILOT01,01-701-1015,1.2000000000000002,2014-01-16\n"
+)
+REPO = "study"
+
+
+@pytest.fixture
+def lakefs() -> FakeLakeFS:
+    fake = FakeLakeFS()
+    fake.create_repository(REPO, "local://study")
+    return fake
+
+
+@pytest.fixture
+def service(lakefs: FakeLakeFS, tmp_path: Path) -> BranchService:
+    metastore = FakeMetastore()
+    for branch in ("main", "v2"):
+        metastore.set_rows(table_location(REPO, branch, "dm"), 2)
+        metastore.set_rows(table_location(REPO, branch, "sv"), 2)
+    return BranchService(
+        settings=Settings.load({}, None),
+        lakefs=lakefs,
+        metastore=metastore,
+        store=MemoryStatusStore(),
+        workdir=tmp_path / "work",
+    )
+
+
+def deliver(lakefs: FakeLakeFS, branch: str, files: dict[str, bytes], message: str = "d") -> str:
+    for path, data in files.items():
+        lakefs.upload_object(REPO, branch, path, data)
+    return lakefs.commit(REPO, branch, message, {}).id
+
+
+def read_table(lakefs: FakeLakeFS, ref: str, table: str) -> list[dict[str, object]]:
+    manifest = TableManifest.from_json(
+        lakefs.read_object(REPO, ref, f"_lakehook/manifests/{table}.json")
+    )
+    rows: list[dict[str, object]] = []
+    for path in manifest.files:
+        rows += pq.read_table(io.BytesIO(lakefs.read_object(REPO, ref, path))).to_pylist()
+    return rows
+
+
+def test_commit_is_processed_keyed_and_committed_back_once(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    user = deliver(
+        lakefs, "main", {"raw/contents.csv": CONTENTS, "raw/DM.csv": DM, "raw/SV.csv": SV}
+    )
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "synced", status.errors
+    assert status.source_commit == user
+    head = lakefs.branch_head(REPO, "main")
+    meta = lakefs.get_commit(REPO, head).metadata
+    assert meta[ORIGIN_KEY] == "lakehook"
+    assert meta[SOURCE_COMMIT_KEY] == user
+    dm = read_table(lakefs, "main", "dm")
+    assert dm[0]["patient_sk"] == -882300288707882733
+    assert dm[0]["site_sk"] == 4093393086466076036
+    assert dm[1]["age"] is None
+    assert {t.table: t.invalid_values["age"] for t in status.tables if t.table == "dm"} == {"dm": 1}
+    sv = read_table(lakefs, "main", "sv")
+    assert sv[1]["visit_sk"] == 1535226055626573821
+    # no working branch left behind
+    assert [b.name for b in lakefs.list_branches(REPO)] == ["main"]
+
+    again = service.sync_branch(REPO, "main")
+    assert again.state == "synced"
+    assert lakefs.branch_head(REPO, "main") == head  # nothing new to commit
+
+
+def test_second_delivery_rewrites_only_what_changed(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    deliver(lakefs, "main", {"raw/contents.csv": CONTENTS, "raw/DM.csv": DM, "raw/SV.csv": SV})
+    service.sync_branch(REPO, "main")
+    dm_before = lakefs.stat_object(REPO, "main", "_lakehook/manifests/dm.json")
+    lakefs.create_branch(REPO, "v2", "main")
+    second = deliver(lakefs, "v2", {"raw/SV.csv": SV + b"CDISCPILOT01,01-701-1023,1,2014-07-02\n"})
+    service.metastore.set_rows(table_location(REPO, "v2", "sv"), 3)  # type: ignore[attr-defined]
+    status = service.sync_branch(REPO, "v2")
+    assert status.state == "synced", status.errors
+    assert status.source_commit == second
+    assert lakefs.stat_object(REPO, "v2", "_lakehook/manifests/dm.json") == dm_before
+    sv = {t.table: t for t in status.tables}["sv"]
+    assert sv.rows == 3
+    # keys are the same on both branches
+    main_keys = {r["patient_sk"] for r in read_table(lakefs, "main", "sv")}
+    assert main_keys <= {r["patient_sk"] for r in read_table(lakefs, "v2", "sv")}
+
+
+def test_dirty_branch_waits_pending_then_merges(lakefs: FakeLakeFS, service: BranchService) -> None:
+    user = deliver(
+        lakefs, "main", {"raw/contents.csv": CONTENTS, "raw/DM.csv": DM, "raw/SV.csv": SV}
+    )
+    lakefs.upload_object(REPO, "main", "notes/wip.txt", b"uncommitted work")
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "pending"
+    assert "uncommitted" in status.reason
+    assert lakefs.branch_head(REPO, "main") == user
+    assert lakefs.stat_object(REPO, "main", "notes/wip.txt") is not None
+    lakefs.delete_object(REPO, "main", "notes/wip.txt")  # the user cleans up
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "synced"
+    head = lakefs.get_commit(REPO, lakefs.branch_head(REPO, "main"))
+    assert head.metadata[SOURCE_COMMIT_KEY] == user
+    assert "notes/wip.txt" not in {o.path for o in lakefs.list_objects(REPO, "main")}
+    assert [b.name for b in lakefs.list_branches(REPO)] == ["main"]
+
+
+def test_bad_dataset_fails_alone_and_removed_dataset_removes_table(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    deliver(
+        lakefs,
+        "main",
+        {"raw/contents.csv": CONTENTS, "raw/DM.csv": DM + b"A,B\n", "raw/SV.csv": SV},
+    )
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "failed"
+    error = next(e for e in status.errors if e.get("file") == "raw/DM.csv")
+    assert error["line"] == 4
+    assert {t.table for t in status.tables} == {"sv"}
+
+    lakefs.delete_object(REPO, "main", "raw/SV.csv")
+    lakefs.upload_object(REPO, "main", "raw/DM.csv", DM)
+    lakefs.commit(REPO, "main", "fix dm, drop sv", {})
+    status = service.sync_branch(REPO, "main")
+    assert {t.table for t in status.tables} == {"dm"}
+    assert lakefs.list_objects(REPO, "main", "tables/sv/") == []
+    assert status.state == "failed"  # contents still declare sv
+    assert any(e.get("dataset") == "sv" for e in status.errors)
+
+
+def test_unknown_type_fails_that_dataset(lakefs: FakeLakeFS, service: BranchService) -> None:
+    contents = CONTENTS.replace(b"dm,AGE,integer", b"dm,AGE,int8")
+    deliver(lakefs, "main", {"raw/contents.csv": contents, "raw/DM.csv": DM, "raw/SV.csv": SV})
+    status = service.sync_branch(REPO, "main")
+    error = next(e for e in status.errors if e.get("table") == "dm")
+    assert error["line"] == 5
+    assert "int8" in error["message"]
+    assert {t.table for t in status.tables} == {"sv"}
