@@ -231,12 +231,19 @@ def _decimal(value: str | None, ctype: ColumnType) -> Decimal | None:
     return quantized if digits <= ctype.precision else None
 
 
+def _strict_date(trimmed: pa.Array, fmt: str) -> pa.Array:
+    """Parse with ``fmt``; a value that does not format back identically (2014-02-30) is null."""
+    parsed = pc.strptime(trimmed, fmt, "s", error_is_null=True)
+    same = pc.equal(pc.utf8_upper(pc.strftime(parsed, fmt)), pc.utf8_upper(trimmed))
+    return pc.if_else(same, parsed, pa.scalar(None, parsed.type))
+
+
 def _dates(source: pa.Array, ctype: ColumnType) -> pa.Array:
-    iso = pc.strptime(pc.utf8_trim_whitespace(source), "%Y-%m-%d", "s", error_is_null=True)
+    trimmed = pc.utf8_trim_whitespace(source)
+    parsed = _strict_date(trimmed, "%Y-%m-%d")
     if ctype.sas:
-        sas = pc.strptime(pc.utf8_trim_whitespace(source), _SAS_DATE, "s", error_is_null=True)
-        iso = pc.coalesce(iso, sas)
-    return pc.cast(iso, pa.date32())
+        parsed = pc.coalesce(parsed, _strict_date(trimmed, _SAS_DATE))
+    return pc.cast(parsed, pa.date32())
 
 
 def _timestamps(source: pa.Array, ctype: ColumnType) -> pa.Array:
@@ -247,11 +254,8 @@ def _timestamps(source: pa.Array, ctype: ColumnType) -> pa.Array:
     result = pa.array(values, type=pa.timestamp("ms"))
     if ctype.sas:
         trimmed = pc.utf8_trim_whitespace(source)
-        sas = pc.coalesce(
-            pc.strptime(trimmed, _SAS_DATETIME, "ms", error_is_null=True),
-            pc.strptime(trimmed, _SAS_DATE, "ms", error_is_null=True),
-        )
-        result = pc.coalesce(result, sas)
+        sas = pc.coalesce(_strict_date(trimmed, _SAS_DATETIME), _strict_date(trimmed, _SAS_DATE))
+        result = pc.coalesce(result, pc.cast(sas, pa.timestamp("ms")))
     return result
 
 
