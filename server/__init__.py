@@ -1,0 +1,1 @@
+"""The lakehook webhook server: fast authenticated intake, durable jobs, workers, reconciler."""

@@ -1,0 +1,286 @@
+"""The CherryPy application (contract §2, §8, §9).
+
+``POST /webhooks/lakefs`` checks the token in constant time (401), the size (413) and the
+payload (400, with the reason); a post-event becomes a durable job and is answered ``202`` with
+its id; ``pre-merge`` is answered at once by the gate from recorded state (200 or 412 with the
+reason). Status, reconcile, job, health, readiness and metrics endpoints complete the API.
+Handlers never let an exception escape as a crash: input problems are 4xx, outages 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cherrypy
+
+from lakehook.errors import InvalidEvent, LakehookError, NotFound, TransientError
+from lakehook.settings import Settings
+from pipeline.ports import LakeFS, Processor, StatusStore
+from server import events as ev
+from server.jobs import JobQueue
+from server.metrics import Metrics
+from server.worker import Reconciler, ReconcilerPlugin, WorkerPool, mark
+
+log = logging.getLogger("lakehook.server")
+TOKEN_HEADER = "X-Lakehook-Token"  # noqa: S105 - a header name, not a secret
+
+
+@dataclass
+class Context:
+    """Everything the handlers need, built once at start-up."""
+
+    settings: Settings
+    store: StatusStore
+    queue: JobQueue
+    processor: Processor
+    lakefs: LakeFS
+    metrics: Metrics
+    reconciler: Reconciler
+    wake: Callable[[], None] = lambda: None
+
+
+def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    cherrypy.response.status = status
+    return body
+
+
+class Webhooks:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def lakefs(self) -> dict[str, Any]:
+        request = cherrypy.request
+        if request.method != "POST":
+            cherrypy.response.headers["Allow"] = "POST"
+            return _reply(405, {"error": "use POST"})
+        token = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(token.encode(), self.ctx.settings.webhook_token.encode()):
+            self.ctx.metrics.events.labels("unknown", "unauthorized").inc()
+            return _reply(401, {"error": f"missing or wrong {TOKEN_HEADER} header"})
+        try:
+            payload = json.loads(request.body.read() or b"null")
+            event = ev.parse_event(payload)
+        except (ValueError, UnicodeDecodeError) as err:
+            self.ctx.metrics.events.labels("unknown", "invalid").inc()
+            return _reply(400, {"error": f"body is not JSON: {err}"})
+        except InvalidEvent as err:
+            self.ctx.metrics.events.labels("unknown", "invalid").inc()
+            return _reply(400, {"error": str(err)})
+        extra = {
+            "repository": event.repository,
+            "ref": event.ref,
+            "event": event.event_type,
+            "commit": event.commit_id,
+        }
+        if event.event_type == ev.PRE_MERGE:
+            return self._gate(event, extra)
+        reason = ev.ignored_because(event)
+        if reason is not None:
+            self.ctx.metrics.events.labels(event.event_type, "ignored").inc()
+            log.info("event ignored: %s", reason, extra=extra)
+            return _reply(200, {"ignored": reason})
+        kind = ev.JOB_KINDS[event.event_type]
+        args = {"source_ref": event.source_ref} if kind == "create_branch" else {}
+        job_id, coalesced = self.ctx.queue.enqueue(
+            event.repository, event.ref_type, event.ref, kind, args, event=event.event_type
+        )
+        if not kind.startswith("delete"):
+            job = self.ctx.queue.get(job_id)
+            if job is not None:
+                mark(self.ctx.store, job, "pending", f"job {job_id} queued ({event.event_type})")
+        self.ctx.wake()
+        self.ctx.metrics.events.labels(event.event_type, "queued").inc()
+        log.info("event queued", extra={**extra, "job_id": job_id})
+        return _reply(202, {"job_id": job_id, "coalesced": coalesced})
+
+    def _gate(self, event: ev.Event, extra: dict[str, Any]) -> dict[str, Any]:
+        source = event.merge_source or event.source_ref
+        try:
+            decision = self.ctx.processor.gate(
+                event.repository, source, event.branch, event.source_ref or None
+            )
+        except LakehookError as err:
+            self.ctx.metrics.gate.labels("error").inc()
+            log.warning("gate could not decide: %s", err, extra=extra)
+            return _reply(
+                503,
+                {
+                    "allowed": False,
+                    "reasons": [f"lakehook could not decide ({err}); retry the merge shortly"],
+                },
+            )
+        self.ctx.metrics.gate.labels(str(decision.allowed).lower()).inc()
+        self.ctx.metrics.events.labels(event.event_type, "answered").inc()
+        log.info("gate: %s", "allowed" if decision.allowed else "refused", extra=extra)
+        body = {"allowed": decision.allowed, "reasons": list(decision.reasons)}
+        return _reply(200 if decision.allowed else 412, body)
+
+
+class Api:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def repos(self, repo: str, *rest: str, **params: str) -> Any:
+        store = self.ctx.store
+        if rest == ("status",):
+            return [s.to_dict() for s in store.list_statuses(repo)]
+        if len(rest) == 3 and rest[0] in ("branches", "tags") and rest[2] == "status":
+            ref_type = "branch" if rest[0] == "branches" else "tag"
+            status = store.get_status(repo, rest[1], ref_type)
+            if status is None:
+                return _reply(404, {"error": f"no status for {ref_type} {rest[1]} of {repo}"})
+            return status.to_dict()
+        if rest == ("reconcile",):
+            if cherrypy.request.method != "POST":
+                return _reply(405, {"error": "use POST"})
+            try:
+                jobs = self.ctx.reconciler.sweep(repo, params.get("branch") or None)
+            except NotFound as err:
+                return _reply(404, {"error": str(err)})
+            except TransientError as err:
+                return _reply(503, {"error": str(err)})
+            return _reply(202, {"jobs": jobs})
+        if rest == ("jobs",):
+            return [j.to_dict() for j in self.ctx.queue.recent(repo)]
+        return _reply(404, {"error": "unknown path"})
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def jobs(self, job_id: str) -> Any:
+        try:
+            job = self.ctx.queue.get(int(job_id))
+        except ValueError:
+            job = None
+        if job is None:
+            return _reply(404, {"error": f"no job {job_id}"})
+        return job.to_dict()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310
+            return bool(200 <= response.status < 300)
+    except OSError:
+        return False
+
+
+def _tcp_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+class Root:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.webhooks = Webhooks(ctx)
+        self.started = time.time()
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "uptime_seconds": round(time.time() - self.started, 1)}
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def readyz(self) -> dict[str, Any]:
+        s = self.ctx.settings
+        checks = {
+            "lakefs": _http_ok(f"{s.lakefs_url}/api/v1/healthcheck"),
+            "trino": _http_ok(f"{s.trino_url}/v1/info"),
+            "metastore": _tcp_ok(*s.hms_host_port),
+        }
+        ready = all(checks.values())
+        return _reply(200 if ready else 503, {"ready": ready, "checks": checks})
+
+    @cherrypy.expose
+    def metrics(self) -> bytes:
+        cherrypy.response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return self.ctx.metrics.render()
+
+
+def _json_error(**page: Any) -> str:
+    """CherryPy's error pages (404 of unknown paths, 413, 500) as JSON, without tracebacks."""
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return json.dumps({"error": page.get("message", ""), "status": page.get("status", "")})
+
+
+def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
+    """Configure CherryPy, mount the app and subscribe workers and the reconciler."""
+    host, _, port = ctx.settings.listen.rpartition(":")
+    cherrypy.config.update(
+        {
+            "server.socket_host": host or "127.0.0.1",
+            "server.socket_port": int(port),
+            "server.thread_pool": 16,
+            "server.max_request_body_size": ctx.settings.max_body_bytes,
+            "server.socket_queue_size": 128,
+            "engine.autoreload.on": False,
+            "log.screen": False,
+            "log.access_file": "",
+            "checker.on": False,
+            "error_page.default": _json_error,
+            "request.show_tracebacks": False,
+        }
+    )
+    root = Root(ctx)
+    cherrypy.tree.mount(root, "/", {"/": {}})
+    cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": {}})
+    ctx.metrics.watch_jobs(ctx.queue.counts)
+    if not with_workers:
+        return None
+    pool = WorkerPool(
+        cherrypy.engine, ctx.queue, ctx.processor, ctx.store, ctx.settings, ctx.metrics
+    )
+    pool.subscribe()
+    ctx.wake = pool.wake
+    ctx.reconciler.wake = pool.wake
+    if ctx.settings.reconcile_interval > 0:
+        ReconcilerPlugin(
+            cherrypy.engine, ctx.reconciler, ctx.settings.reconcile_interval
+        ).subscribe()
+    return pool
+
+
+def build_context(
+    settings: Settings, processor: Processor | None = None, lakefs: LakeFS | None = None
+) -> Context:
+    """The composition root: database, queue, processor and adapters from ``settings``."""
+    from server.store import Database, SqliteStatusStore
+
+    db = Database(settings.jobs_db)
+    store = SqliteStatusStore(db)
+    queue = JobQueue(db, settings.job_lease_seconds)
+    if processor is None or lakefs is None:
+        from pipeline.service import build_processor
+
+        service = build_processor(settings, store)
+        processor = processor or service
+        lakefs = lakefs or service.lakefs
+    metrics = Metrics()
+    reconciler = Reconciler(lakefs, queue, store, metrics)
+    return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
+
+
+def serve(ctx: Context) -> None:
+    """Run until SIGTERM/SIGINT."""
+    mount(ctx)
+    if hasattr(cherrypy.engine, "signal_handler"):
+        cherrypy.engine.signal_handler.subscribe()
+    cherrypy.engine.start()
+    log.info("lakehook serving on http://%s", ctx.settings.listen)
+    cherrypy.engine.block()

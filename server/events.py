@@ -1,0 +1,112 @@
+"""lakeFS webhook payloads (contract §8) -> ``Event``; what lakehook does with each.
+
+Pure: a payload in, an ``Event`` or ``InvalidEvent`` out. ``job_for`` says which job an event
+becomes, or why it is ignored (lakehook's own branches and commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lakehook.errors import InvalidEvent
+from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE
+from pipeline.processing.plan import WORKING_PREFIX
+
+POST_CREATE_BRANCH = "post-create-branch"
+POST_COMMIT = "post-commit"
+POST_MERGE = "post-merge"
+PRE_MERGE = "pre-merge"
+POST_DELETE_BRANCH = "post-delete-branch"
+POST_CREATE_TAG = "post-create-tag"
+POST_DELETE_TAG = "post-delete-tag"
+
+# event -> job kind; pre-merge is answered synchronously by the gate
+JOB_KINDS = {
+    POST_CREATE_BRANCH: "create_branch",
+    POST_COMMIT: "sync_branch",
+    POST_MERGE: "sync_branch",
+    POST_DELETE_BRANCH: "delete_branch",
+    POST_CREATE_TAG: "sync_tag",
+    POST_DELETE_TAG: "delete_tag",
+}
+HANDLED = (*JOB_KINDS, PRE_MERGE)
+TAG_EVENTS = (POST_CREATE_TAG, POST_DELETE_TAG)
+
+
+@dataclass(frozen=True)
+class Event:
+    event_type: str
+    repository: str
+    branch: str = ""
+    tag: str = ""
+    source_ref: str = ""
+    commit_id: str = ""
+    merge_source: str = ""
+    committer: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return self.tag if self.event_type in TAG_EVENTS else self.branch
+
+    @property
+    def ref_type(self) -> str:
+        return "tag" if self.event_type in TAG_EVENTS else "branch"
+
+
+def _text(payload: Mapping[str, Any], name: str, required: bool = False) -> str:
+    value = payload.get(name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field {name!r} must be a string, not {type(value).__name__}")
+    if required and not value:
+        raise InvalidEvent(f"field {name!r} is required for this event")
+    return value
+
+
+def parse_event(payload: Any) -> Event:
+    """Validate a decoded webhook body.
+
+    Raises:
+        InvalidEvent: not an object, an unknown event type or a missing field; says which.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidEvent("the body must be a JSON object")
+    event_type = _text(payload, "event_type", required=True)
+    if event_type not in HANDLED:
+        raise InvalidEvent(
+            f"event_type {event_type!r} is not handled; lakehook handles {', '.join(HANDLED)}"
+        )
+    repository = _text(payload, "repository_id", required=True)
+    tag_event = event_type in TAG_EVENTS
+    metadata = payload.get("commit_metadata") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidEvent("field 'commit_metadata' must map strings to strings")
+    return Event(
+        event_type=event_type,
+        repository=repository,
+        branch=_text(payload, "branch_id", required=not tag_event),
+        tag=_text(payload, "tag_id", required=tag_event),
+        source_ref=_text(payload, "source_ref"),
+        commit_id=_text(payload, "commit_id"),
+        merge_source=_text(payload, "merge_source"),
+        committer=_text(payload, "committer"),
+        metadata=metadata,
+    )
+
+
+def ignored_because(event: Event) -> str | None:
+    """Why lakehook ignores this event (its own working branches and commits), or None."""
+    own = event.branch.startswith(WORKING_PREFIX) or event.merge_source.startswith(WORKING_PREFIX)
+    if own and event.event_type != PRE_MERGE:
+        return f"lakehook's own working branch {event.branch or event.merge_source}"
+    if event.event_type in (POST_COMMIT, POST_MERGE) and (
+        event.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
+    ):
+        return "a commit made by lakehook"
+    return None

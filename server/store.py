@@ -1,0 +1,131 @@
+"""Durable state in SQLite (WAL): statuses, schema names and the job queue.
+
+One file under the state directory. Every write is a short transaction, so a ``kill -9`` at
+any moment leaves a consistent database; WAL lets the request threads read while a worker
+writes. ``SqliteStatusStore`` is the ``StatusStore`` port; ``JobQueue`` is in ``server.jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.model import RefStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS status (
+    repo TEXT NOT NULL, ref_type TEXT NOT NULL, ref TEXT NOT NULL,
+    body TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (repo, ref_type, ref));
+CREATE TABLE IF NOT EXISTS schema_name (
+    repo TEXT NOT NULL, ref_type TEXT NOT NULL, ref TEXT NOT NULL, schema TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (repo, ref_type, ref));
+CREATE TABLE IF NOT EXISTS job (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL, ref_type TEXT NOT NULL, ref TEXT NOT NULL,
+    kind TEXT NOT NULL, args TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,            -- pending | running | done | failed | superseded
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    worker TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    event TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS job_state ON job (state, not_before);
+CREATE INDEX IF NOT EXISTS job_key ON job (repo, ref_type, ref, state);
+"""
+
+
+class Database:
+    """A SQLite file shared by threads: one connection per thread, WAL, busy timeout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.write_lock = threading.RLock()
+        with self.transaction() as db:
+            db.executescript(SCHEMA)
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, atomic."""
+        conn = self.connection()
+        with self.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+class SqliteStatusStore:
+    """``pipeline.ports.StatusStore`` on the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get_status(self, repo: str, ref: str, ref_type: str = "branch") -> RefStatus | None:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT body FROM status WHERE repo=? AND ref_type=? AND ref=?",
+                (repo, ref_type, ref),
+            )
+            .fetchone()
+        )
+        return RefStatus.from_dict(json.loads(row["body"])) if row else None
+
+    def put_status(self, status: RefStatus) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO status VALUES (?, ?, ?, ?, ?)",
+                (
+                    status.repository,
+                    status.ref_type,
+                    status.ref,
+                    json.dumps(status.to_dict()),
+                    status.updated_at,
+                ),
+            )
+
+    def delete_status(self, repo: str, ref: str, ref_type: str = "branch") -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "DELETE FROM status WHERE repo=? AND ref_type=? AND ref=?", (repo, ref_type, ref)
+            )
+
+    def list_statuses(self, repo: str) -> list[RefStatus]:
+        rows = (
+            self.db.connection()
+            .execute("SELECT body FROM status WHERE repo=? ORDER BY ref_type, ref", (repo,))
+            .fetchall()
+        )
+        return [RefStatus.from_dict(json.loads(r["body"])) for r in rows]
+
+    def schema_mapping(self) -> dict[tuple[str, str, str], str]:
+        rows = self.db.connection().execute("SELECT * FROM schema_name").fetchall()
+        return {(r["repo"], r["ref_type"], r["ref"]): r["schema"] for r in rows}
+
+    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO schema_name VALUES (?, ?, ?, ?)",
+                (repo, ref_type, ref, schema),
+            )
