@@ -54,8 +54,7 @@ class ActionFile:
 
     @property
     def events(self) -> list[str]:
-        data = yaml.safe_load(self.text)
-        return list((data or {}).get("on") or {})
+        return list(_on(yaml.safe_load(self.text)) or {})
 
 
 def templates(directory: Path = ACTIONS_DIR) -> dict[str, str]:
@@ -80,6 +79,14 @@ def render(url: str, directory: Path = ACTIONS_DIR) -> list[ActionFile]:
     return files
 
 
+def _on(data: Any) -> Any:
+    """The ``on`` mapping. PyYAML reads the bare key ``on`` as the boolean True (YAML 1.1);
+    lakeFS's yaml.v3 reads it as the string "on" (YAML 1.2): accept both spellings."""
+    if not isinstance(data, dict):
+        return None
+    return data["on"] if "on" in data else data.get(True)
+
+
 def _check_action(path: str, data: Any) -> list[str]:
     if not isinstance(data, dict):
         return [f"{path}: not a YAML mapping"]
@@ -89,7 +96,7 @@ def _check_action(path: str, data: Any) -> list[str]:
         out.append(f"{path}: 'name' is required")
     elif not _NAME.match(name):
         out.append(f"{path}: name {name!r} does not match {_NAME.pattern}")
-    on = data.get("on")
+    on = _on(data)
     if not isinstance(on, dict) or not on:
         out.append(f"{path}: 'on' must name at least one event")
         on = {}

@@ -48,8 +48,8 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.write_lock = threading.RLock()
-        with self.transaction() as db:
-            db.executescript(SCHEMA)
+        with self.write_lock:
+            self.connection().executescript(SCHEMA)  # idempotent DDL, one script
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
