@@ -37,7 +37,9 @@ _UNAVAILABLE_NAMES = frozenset(
         "PAGE_TRANSPORT_TIMEOUT",
     }
 )
-_NOT_FOUND_NAMES = frozenset({"SCHEMA_NOT_FOUND", "TABLE_NOT_FOUND", "CATALOG_NOT_FOUND"})
+_NOT_FOUND_NAMES = frozenset(
+    {"SCHEMA_NOT_FOUND", "TABLE_NOT_FOUND", "CATALOG_NOT_FOUND", "NOT_FOUND"}
+)
 _SYSTEM_SCHEMAS = frozenset({"information_schema"})
 
 _COLUMN_LINE = re.compile(
@@ -99,7 +101,9 @@ def parse_show_create_table(schema: str, name: str, text: str) -> TableDef:
             column, column_type, comment = match.groups()
             if column.startswith('"'):
                 column = column[1:-1].replace('""', '"')
-            columns.append(Column(column, column_type.strip(), (comment or "").replace("''", "'")))
+            # Trino prints decimal(8, 2); lakehook writes decimal(8,2): one spelling
+            column_type = re.sub(r"\s*,\s*", ",", column_type.strip())
+            columns.append(Column(column, column_type, (comment or "").replace("''", "'")))
     comment = _TABLE_COMMENT.search(text)
     location = _LOCATION.search(text)
     return TableDef(

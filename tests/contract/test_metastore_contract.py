@@ -1,4 +1,4 @@
-"""One behaviour suite for every ``Metastore``: the in-memory fake, Trino DDL and HMS Thrift.
+"""One behaviour suite for every ``Metastore``: the in-memory fake and Trino DDL.
 
 The real runs (marked ``stack``) needs the local stack and fails when it is down. Each test
 works in its own schema and repository and drops the schema afterwards.
@@ -17,7 +17,6 @@ import pytest
 
 from lakehook.errors import NotFound
 from lakehook.settings import Settings
-from pipeline.adapters.thrift_metastore import ThriftMetastore
 from pipeline.adapters.trino_metastore import TrinoMetastore
 from pipeline.naming import normalize_location, table_location
 from pipeline.ports import Column, Metastore, TableDef
@@ -51,7 +50,6 @@ def lakefs_api(settings: Settings, method: str, path: str, body: object = None) 
     params=[
         "fake",
         pytest.param("trino", marks=pytest.mark.stack),
-        pytest.param("thrift", marks=pytest.mark.stack),
     ]
 )
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
@@ -68,11 +66,7 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         "/repositories",
         {"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
     )
-    metastore: Metastore = (
-        TrinoMetastore.from_settings(settings)
-        if request.param == "trino"
-        else ThriftMetastore.from_settings(settings)
-    )
+    metastore: Metastore = TrinoMetastore.from_settings(settings)
     try:
         yield Subject(metastore, schema, repo)
     finally:
