@@ -20,9 +20,13 @@ lint: install  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Marquez is optional (lineage is always journaled): its tests run when LAKEHOOK_MARQUEZ_URL
+# names one, e.g. `LAKEHOOK_MARQUEZ_URL=http://127.0.0.1:5000 make test`.
+PYTEST_MARKERS := $(if $(LAKEHOOK_MARQUEZ_URL),,-m "not marquez")
+
 test: install  ## start the local stack (installing it on first use) and run every test
 	$(BIN)/lakehook stack up
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_MARKERS)
 
 test-unit: install  ## fast tests only (no stack)
 	$(BIN)/pytest -m "not stack and not marquez"

@@ -280,6 +280,23 @@ def test_bad_csv_fails_that_dataset_only(
     assert {t["table"] for t in status["tables"]} == {"sv"}
     assert query(stack_settings, f"SELECT count(*) FROM {status['schema']}.sv") == [[3]]
 
+    # lineage (journal; Marquez is optional): sv COMPLETE with its facets, dm FAIL with the error
+    journal = lakehook_server.state_dir / "lineage" / "events.jsonl"
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    final = {
+        e["job"]["name"]: e
+        for e in events
+        if e["eventType"] in {"COMPLETE", "FAIL"} and e["run"]["facets"].get("parent")
+    }
+    sv_run, dm_run = final[f"{study}.sv"], final[f"{study}.dm"]
+    assert sv_run["eventType"] == "COMPLETE"
+    facets = sv_run["outputs"][0]["facets"]
+    assert [f["name"] for f in facets["schema"]["fields"]][:2] == ["patient_sk", "visit_sk"]
+    sources = facets["columnLineage"]["fields"]["patient_sk"]["inputFields"]
+    assert {f["field"] for f in sources} == {"STUDYID", "USUBJID"}
+    assert dm_run["eventType"] == "FAIL"
+    assert "DM.csv" in dm_run["run"]["facets"]["errorMessage"]["message"]
+
 
 def test_delete_branch_drops_schema_and_tag_snapshots(
     client: LakeFSClient, study: str, lakehook_server: RunningServer, stack_settings: Settings
