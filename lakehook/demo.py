@@ -189,7 +189,7 @@ def _print_query(settings: Settings, schema: str) -> None:
     import trino
 
     host, port = settings.trino_host_port
-    conn = trino.dbapi.connect(
+    conn = trino.dbapi.connect(  # type: ignore[no-untyped-call]
         host=host, port=port, user=settings.trino_user, catalog=settings.trino_catalog
     )
     cur = conn.cursor()

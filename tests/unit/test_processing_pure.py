@@ -266,7 +266,7 @@ def test_enormous_field_is_an_error(tmp_path: Path) -> None:
     csv.write_bytes(b"A,B\n1," + b"x" * 20000 + b"\n")
     with pytest.raises(InputError) as err:
         convert_file(csv, None, {}, tmp_path / "o", block_size=4096)
-    assert "longer than" in err.value.as_dict()["message"]
+    assert "longer than" in str(err.value.as_dict()["message"])
 
 
 # ---- config and plans -------------------------------------------------------------------------

@@ -1,0 +1,397 @@
+"""Server parts on fakes: events, action files, the job queue, the HTTP app, the reconciler."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cherrypy
+import pytest
+
+from lakehook.errors import InvalidEvent, ServiceUnavailable
+from lakehook.settings import Settings
+from pipeline.model import GateDecision, RefStatus
+from server import events as ev
+from server.actions import ActionFile, install, render, templates, validate
+from server.app import Context, mount
+from server.jobs import DONE, FAILED, PENDING, RUNNING, JobQueue
+from server.metrics import Metrics
+from server.store import Database, SqliteStatusStore
+from server.worker import Reconciler
+from tests.fakes.lakefs import FakeLakeFS
+from tests.fakes.processor import FakeProcessor
+
+# ---- events -----------------------------------------------------------------------------------
+
+
+def test_parse_post_commit_and_tags() -> None:
+    event = ev.parse_event(
+        {
+            "event_type": "post-commit",
+            "repository_id": "s",
+            "branch_id": "main",
+            "commit_id": "c1",
+            "commit_metadata": {"a": "b"},
+        }
+    )
+    assert (event.ref, event.ref_type, event.commit_id) == ("main", "branch", "c1")
+    tag = ev.parse_event({"event_type": "post-create-tag", "repository_id": "s", "tag_id": "v1"})
+    assert (tag.ref, tag.ref_type) == ("v1", "tag")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ([], "JSON object"),
+        ({"event_type": "post-revert", "repository_id": "s"}, "not handled"),
+        ({"event_type": "post-commit", "branch_id": "b"}, "repository_id"),
+        ({"event_type": "post-commit", "repository_id": "s"}, "branch_id"),
+        ({"event_type": "post-commit", "repository_id": 3, "branch_id": "b"}, "string"),
+        (
+            {
+                "event_type": "post-commit",
+                "repository_id": "s",
+                "branch_id": "b",
+                "commit_metadata": {"a": 1},
+            },
+            "commit_metadata",
+        ),
+    ],
+)
+def test_bad_payloads_say_why(payload: Any, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        ev.parse_event(payload)
+
+
+def test_lakehooks_own_events_are_ignored() -> None:
+    own_branch = ev.Event("post-commit", "s", branch="_lakehook-main-abc")
+    own_commit = ev.Event(
+        "post-merge", "s", branch="main", metadata={"lakehook.origin": "lakehook"}
+    )
+    user = ev.Event("post-commit", "s", branch="main")
+    assert ev.ignored_because(own_branch)
+    assert ev.ignored_because(own_commit)
+    assert ev.ignored_because(user) is None
+
+
+# ---- action files -----------------------------------------------------------------------------
+
+
+def test_every_action_event_has_a_handler_and_every_handler_an_event() -> None:
+    events = [e for f in render("http://127.0.0.1:8090") for e in f.events]
+    assert sorted(events) == sorted(ev.HANDLED)
+    for f in render("http://127.0.0.1:8090"):
+        assert "{{ ENV.LAKEFSACTION_LAKEHOOK_TOKEN }}" in f.text
+        assert "http://127.0.0.1:8090/webhooks/lakefs" in f.text
+
+
+GOOD = """name: a-b
+on:
+  post-commit:
+hooks:
+  - id: hook_1
+    type: webhook
+    properties: {url: "http://x/webhooks/lakefs", timeout: 5s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "problem"),
+    [
+        ("_lakefs_actions/a.yaml", GOOD.replace("name: a-b\n", ""), "'name' is required"),
+        ("_lakefs_actions/a.yaml", GOOD.replace("hook_1", "h.1"), "hook id"),
+        ("_lakefs_actions/a.yaml", GOOD + "---\n" + GOOD, "one action per file"),
+        ("_lakefs_actions/sub/a.yaml", GOOD, "directly in"),
+        ("_lakefs_actions/a.yaml", GOOD.replace("post-commit", "post-push"), "not supported"),
+        ("_lakefs_actions/a.yaml", GOOD.replace(", timeout: 5s", ""), "timeout"),
+        ("_lakefs_actions/a.yaml", GOOD.replace("type: webhook", "type: lua"), "webhook"),
+    ],
+)
+def test_validation_follows_lakefs_rules(path: str, text: str, problem: str) -> None:
+    problems = validate([ActionFile(path, text)])
+    assert any(problem in p for p in problems), problems
+
+
+def test_duplicate_action_names_across_files() -> None:
+    problems = validate(
+        [ActionFile("_lakefs_actions/a.yaml", GOOD), ActionFile("_lakefs_actions/b.yaml", GOOD)]
+    )
+    assert any("also used" in p for p in problems)
+
+
+def test_shipped_templates_are_valid() -> None:
+    assert len(templates()) == 7
+    assert validate(render("http://lakehook:8090")) == []
+
+
+def test_install_commits_once() -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    first = install(lakefs, "s", "main", "http://127.0.0.1:8090")
+    assert first is not None
+    assert install(lakefs, "s", "main", "http://127.0.0.1:8090") is None
+    assert len(lakefs.list_objects("s", "main", "_lakefs_actions/")) == 7
+
+
+# ---- job queue --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "jobs.sqlite")
+
+
+def test_pending_jobs_for_one_ref_coalesce(db: Database) -> None:
+    queue = JobQueue(db)
+    first, merged = queue.enqueue("s", "branch", "main", "sync_branch")
+    second, merged_again = queue.enqueue("s", "branch", "main", "sync_branch")
+    other, _ = queue.enqueue("s", "branch", "dev", "sync_branch")
+    assert (merged, merged_again, second) == (False, True, first)
+    assert other != first
+    created, _ = queue.enqueue("s", "branch", "main", "create_branch", {"source_ref": "x"})
+    assert created == first
+    job = queue.get(first)
+    assert job is not None
+    assert job.kind == "create_branch"  # the stronger kind wins
+
+
+def test_one_running_job_per_ref_and_a_successor(db: Database) -> None:
+    queue = JobQueue(db)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w1")
+    assert job is not None
+    successor, merged = queue.enqueue("s", "branch", "main", "sync_branch")
+    assert not merged
+    assert queue.claim("w2") is None  # main is being worked on
+    assert queue.complete(job.id, "w1")
+    nxt = queue.claim("w2")
+    assert nxt is not None
+    assert nxt.id == successor
+
+
+def test_expired_lease_is_claimed_again_and_completes_once(db: Database) -> None:
+    queue = JobQueue(db, lease_seconds=0.01)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("dead-worker")
+    assert job is not None
+    time.sleep(0.05)  # let the lease run out (the worker "died")
+    again = queue.claim("w2")
+    assert again is not None
+    assert again.id == job.id
+    assert again.attempts == 2
+    assert not queue.complete(job.id, "dead-worker")  # the old holder can no longer finish it
+    assert queue.complete(job.id, "w2")
+    assert not queue.complete(job.id, "w2")
+    assert queue.counts()[DONE] == 1
+
+
+def test_recover_frees_jobs_of_dead_processes(db: Database) -> None:
+    queue = JobQueue(db, lease_seconds=3600)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("999999999:worker-0")  # a pid that does not exist
+    assert job is not None
+    assert queue.counts()[RUNNING] == 1
+    assert queue.recover() == 1
+    assert queue.counts()[PENDING] == 1
+
+
+def test_status_store_round_trip_and_schema_names(db: Database) -> None:
+    store = SqliteStatusStore(db)
+    status = RefStatus("s", "main", "branch", "s_main", "h", "c", "synced", updated_at=1.0)
+    store.put_status(status)
+    assert store.get_status("s", "main") == status
+    store.save_schema_name("s", "branch", "main", "s_main")
+    store.save_schema_name("s", "branch", "main", "other")  # the first name stays
+    assert store.schema_mapping() == {("s", "branch", "main"): "s_main"}
+    store.delete_status("s", "main")
+    assert store.list_statuses("s") == []
+
+
+# ---- reconciler -------------------------------------------------------------------------------
+
+
+def test_reconciler_enqueues_what_differs(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    lakefs.create_repository("plain", "local://plain")
+    install(lakefs, "s", "main", "http://x:1")
+    lakefs.create_branch("s", "dev", "main")
+    lakefs.create_tag("s", "v1", "main")
+    store, queue = SqliteStatusStore(db), JobQueue(db)
+    head = lakefs.branch_head("s", "main")
+    store.put_status(RefStatus("s", "main", "branch", "s_main", head, head, "synced"))
+    store.put_status(RefStatus("s", "gone", "branch", "s_gone", "x", "x", "synced"))
+    reconciler = Reconciler(lakefs, queue, store, Metrics())
+    jobs = reconciler.sweep()
+    kinds = {(j.ref, j.kind) for j in (queue.get(i) for i in jobs) if j is not None}
+    assert kinds == {("dev", "sync_branch"), ("v1", "sync_tag"), ("gone", "delete_branch")}
+    assert reconciler.repositories() == ["s"]
+
+
+# ---- the HTTP app -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class App:
+    def __init__(self, url: str, ctx: Context, processor: FakeProcessor) -> None:
+        self.url, self.ctx, self.processor = url, ctx, processor
+
+    def post(self, payload: Any, token: str = "t0ken", raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{self.url}/webhooks/lakefs",
+            data=data,
+            method="POST",
+            headers={"X-Lakehook-Token": token, "Content-Type": "application/json"},
+        )
+        return self._open(request)
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        return self._open(urllib.request.Request(f"{self.url}{path}", method=method))
+
+    @staticmethod
+    def _open(request: urllib.request.Request) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as err:
+            body, status = err.read(), err.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    state = tmp_path_factory.mktemp("state")
+    port = _free_port()
+    settings = replace(
+        Settings.load({}, None),
+        listen=f"127.0.0.1:{port}",
+        state_dir=state,
+        webhook_token="t0ken",
+        max_body_bytes=4096,
+        reconcile_interval=0,
+    )
+    db = Database(settings.jobs_db)
+    store, queue = SqliteStatusStore(db), JobQueue(db)
+    lakefs = FakeLakeFS()
+    processor = FakeProcessor()
+    metrics = Metrics()
+    ctx = Context(
+        settings,
+        store,
+        queue,
+        processor,
+        lakefs,
+        metrics,
+        Reconciler(lakefs, queue, store, metrics),
+    )
+    mount(ctx)
+    cherrypy.engine.start()
+    cherrypy.engine.wait(cherrypy.engine.states.STARTED)
+    try:
+        yield App(f"http://127.0.0.1:{port}", ctx, processor)
+    finally:
+        cherrypy.engine.stop()
+        cherrypy.server.httpserver = None
+        cherrypy.tree.apps.clear()
+
+
+def _wait_done(app: App, job_id: int) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job = app.ctx.queue.get(job_id)
+        if job is not None and job.state in (DONE, FAILED):
+            return job.state
+        app.ctx.wake()
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+COMMIT = {"event_type": "post-commit", "repository_id": "s", "branch_id": "main", "commit_id": "c"}
+
+
+def test_token_size_and_payload_are_checked(app: App) -> None:
+    assert app.post(COMMIT, token="wrong")[0] == 401
+    assert app.post(COMMIT, token="")[0] == 401
+    status, body = app.post(None, raw=b"{not json")
+    assert status == 400
+    assert "JSON" in body["error"]
+    status, body = app.post({"event_type": "post-commit", "repository_id": "s"})
+    assert status == 400
+    assert "branch_id" in body["error"]
+    assert app.post(None, raw=b"x" * 10000)[0] == 413
+
+
+def test_post_event_is_a_durable_job_run_once(app: App) -> None:
+    status, body = app.post(COMMIT)
+    assert status == 202
+    assert _wait_done(app, body["job_id"]) == DONE
+    assert ("sync_branch", "s", "main") in app.processor.calls
+    code, job = app.get(f"/api/v1/jobs/{body['job_id']}")
+    assert code == 200
+    assert job["state"] == "done"
+
+
+def test_own_events_are_acknowledged_and_ignored(app: App) -> None:
+    status, body = app.post({**COMMIT, "branch_id": "_lakehook-main-0123456789ab"})
+    assert status == 200
+    assert "ignored" in body
+
+
+def test_pre_merge_is_the_gate(app: App) -> None:
+    pre_merge = {
+        "event_type": "pre-merge",
+        "repository_id": "s",
+        "branch_id": "main",
+        "source_ref": "c9",
+        "merge_source": "v3",
+    }
+    app.processor.decision = GateDecision(False, ("table dm: BREAKING drift (columns: age)",))
+    status, body = app.post(pre_merge)
+    assert status == 412
+    assert "age" in body["reasons"][0]
+    assert ("gate", "s", "v3", "main", "c9") in app.processor.calls
+    app.processor.decision = GateDecision(True)
+    assert app.post(pre_merge)[0] == 200
+
+
+def test_transient_failures_are_retried_then_succeed(app: App) -> None:
+    app.processor.fail_with = ServiceUnavailable("lakeFS is down")
+    app.processor.failures_left = 2
+    status, body = app.post({**COMMIT, "branch_id": "flaky"})
+    assert status == 202
+    assert _wait_done(app, body["job_id"]) == DONE
+    assert app.processor.calls.count(("sync_branch", "s", "flaky")) == 3
+
+
+def test_status_health_and_metrics(app: App) -> None:
+    app.ctx.store.put_status(RefStatus("s", "v2", "branch", "s_v2", "h", "c", "synced"))
+    code, status = app.get("/api/v1/repos/s/branches/v2/status")
+    assert code == 200
+    assert status["schema"] == "s_v2"
+    assert app.get("/api/v1/repos/s/branches/nope/status")[0] == 404
+    assert app.get("/healthz")[0] == 200
+    code, metrics = app.get("/metrics")
+    assert code == 200
+    assert re.search(
+        r'lakehook_events_total\{outcome="unauthorized",type="unknown"\} [1-9]', metrics
+    )
+    assert 'lakehook_jobs{state="done"}' in metrics
+    assert app.get("/no/such/path")[0] == 404
