@@ -1,0 +1,27 @@
+"""``python -m bench``: every benchmark, one after another (``make bench``).
+
+Each module also runs on its own (``python -m bench.bench_processing --help``). Results are
+printed as Markdown, ready for ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import bench_branch_create, bench_processing, bench_webhook
+
+
+def main() -> None:
+    print("# lakehook benchmarks\n")
+    for name, module in (
+        ("processing", bench_processing),
+        ("webhook", bench_webhook),
+        ("branch creation (needs the local stack)", bench_branch_create),
+    ):
+        print(f"\n## {name}\n", flush=True)
+        module.main([])
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
