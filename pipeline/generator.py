@@ -39,7 +39,7 @@ kind of change each (contract §9 drift classes):
    ``BREAKING``).
 
 Sites are fixed by ``patients`` and do not change between deliveries; a patient's values do
-not depend on the number of patients or on the delivery.
+not depend on the delivery (each patient, visit and dataset draws from its own seeded stream).
 
 Layouts of the contents file: ``simple`` (``dataset,column,type,label``, one row per column
 in column order) or ``sas``, a SAS PROC CONTENTS export (``MEMNAME,NAME,TYPE,LENGTH,VARNUM,
