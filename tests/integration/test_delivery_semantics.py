@@ -1,0 +1,258 @@
+"""Webhooks are hints: duplicates, disorder, a killed server and a server that was down.
+
+lakeFS never retries post-hooks, may deliver them concurrently and in any order, and drops them
+when the receiver is down. These tests drive a real ``lakehook serve`` with real lakeFS
+webhooks (plus replayed ones) and check the end state: one lakehook commit per processed user
+commit, the newest commit processed, and every job finished exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lakefs_sdk
+import pytest
+from lakefs_sdk.client import LakeFSClient
+
+from lakehook.settings import Settings
+from pipeline.generator import generate_study
+from pipeline.processing.plan import WORKING_PREFIX
+from tests.integration.conftest import RunningServer, free_port, start_server, unique_name
+from tests.integration.test_end_to_end import upload_and_commit, wait_state
+
+pytestmark = pytest.mark.stack
+
+SETTLE = 300.0
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _install_actions(server: RunningServer, repo: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", "install-actions"]
+        + ["--repo", repo, "--url", server.url],
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def client(stack_settings: Settings) -> LakeFSClient:
+    cfg = lakefs_sdk.Configuration(
+        host=f"{stack_settings.lakefs_url}/api/v1",
+        username=stack_settings.lakefs_access_key_id,
+        password=stack_settings.lakefs_secret_access_key,
+    )
+    return LakeFSClient(cfg)
+
+
+def _new_repo(client: LakeFSClient, prefix: str) -> str:
+    repo = unique_name(prefix)
+    client.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(
+            name=repo, storage_namespace=f"local://{repo}", default_branch="main"
+        )
+    )
+    return repo
+
+
+def lakehook_merges(client: LakeFSClient, repo: str, branch: str) -> dict[str, int]:
+    """Per user commit: how many lakehook write-back commits landed on ``branch``."""
+    counts: dict[str, int] = {}
+    after = ""
+    while True:
+        page = client.refs_api.log_commits(repo, branch, after=after, amount=1000)
+        for commit in page.results:
+            meta = commit.metadata or {}
+            if meta.get("lakehook.origin") == "lakehook" and len(commit.parents) == 2:
+                source = meta["lakehook.source_commit"]
+                counts[source] = counts.get(source, 0) + 1
+        if not page.pagination.has_more:
+            return counts
+        after = page.pagination.next_offset
+
+
+def wait_jobs_settled(server: RunningServer, repo: str) -> list[dict[str, Any]]:
+    """Poll the job list until no job of ``repo`` is queued, running or waiting for a retry."""
+    deadline = time.monotonic() + SETTLE
+    jobs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        jobs = _get(f"{server.url}/api/v1/repos/{repo}/jobs")
+        if jobs and all(j["state"] in {"done", "failed"} for j in jobs):
+            return jobs
+        time.sleep(0.25)
+    pytest.fail(f"jobs of {repo} never settled: {jobs}")
+
+
+def post_event(server: RunningServer, payload: dict[str, Any]) -> int:
+    token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
+    req = urllib.request.Request(
+        f"{server.url}/webhooks/lakefs",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "X-Lakehook-Token": token},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def post_commit_event(repo: str, branch: str, commit: str) -> dict[str, Any]:
+    """The body lakeFS sends for post-commit (contract §8)."""
+    return {
+        "event_type": "post-commit",
+        "event_time": "2026-11-25T10:00:00Z",
+        "action_name": "lakehook post-commit",
+        "hook_id": "lakehook",
+        "repository_id": repo,
+        "branch_id": branch,
+        "source_ref": branch,
+        "commit_id": commit,
+        "commit_message": "replayed",
+        "committer": "admin",
+        "commit_metadata": {},
+    }
+
+
+def test_duplicated_and_out_of_order_deliveries_have_one_effect(
+    client: LakeFSClient, lakehook_server: RunningServer
+) -> None:
+    repo = _new_repo(client, "dup")
+    _install_actions(lakehook_server, repo)
+    files = generate_study(patients=40, seed=3)
+    first = upload_and_commit(client, repo, "main", files, "delivery 1")
+    assert wait_state(lakehook_server, repo, "main", first)["state"] == "synced"
+
+    second_files = generate_study(patients=60, seed=3, delivery=2)
+    second = upload_and_commit(client, repo, "main", second_files, "delivery 2")
+    # lakeFS delivers its own post-commit; replay it 8 times concurrently, together with 4
+    # stale deliveries of the first commit arriving late, in an interleaved order.
+    replays = [post_commit_event(repo, "main", second)] * 8 + [
+        post_commit_event(repo, "main", first)
+    ] * 4
+    replays = replays[::2] + replays[1::2]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(lambda p: post_event(lakehook_server, p), replays))
+    assert codes == [202] * len(replays)
+
+    status = wait_state(lakehook_server, repo, "main", second)
+    assert status["state"] == "synced", status
+    jobs = wait_jobs_settled(lakehook_server, repo)
+    assert [j for j in jobs if j["state"] == "failed"] == []
+    head = client.branches_api.get_branch(repo, "main").commit_id
+
+    # one write-back per user commit, none for the duplicates or the stale event
+    assert lakehook_merges(client, repo, "main") == {first: 1, second: 1}
+    # the stale event did not take the branch back to the first delivery
+    final = _get(f"{lakehook_server.url}/api/v1/repos/{repo}/branches/main/status")
+    assert final["source_commit"] == second
+    assert final["state"] == "synced"
+    assert client.branches_api.get_branch(repo, "main").commit_id == head
+    rows = {t["table"]: t["rows"] for t in final["tables"]}
+    assert rows["patients"] == second_files["raw/patients.csv"].count(b"\n") - 1
+
+
+def test_kill_9_with_pending_jobs_then_restart_completes_each_job_once(
+    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    one_worker = {"LAKEHOOK_WORKERS": "1"}
+    server = start_server(state, port, one_worker)
+    try:
+        repo = _new_repo(client, "kill")
+        _install_actions(server, repo)
+        branches = ["b1", "b2", "b3"]
+        for name in branches:
+            client.branches_api.create_branch(
+                repo, lakefs_sdk.BranchCreation(name=name, source="main")
+            )
+        commits = {}
+        for i, name in enumerate(branches):
+            files = generate_study(patients=400 + 10 * i, seed=11 + i)
+            commits[name] = upload_and_commit(client, repo, name, files, f"delivery on {name}")
+
+        # wait until the three post-commit jobs are recorded, then kill -9 while they run
+        deadline = time.monotonic() + 60
+        jobs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            jobs = _get(f"{server.url}/api/v1/repos/{repo}/jobs")
+            synced = [j for j in jobs if j["kind"] == "sync_branch" and j["ref"] in branches]
+            if {j["ref"] for j in synced} == set(branches):
+                break
+            time.sleep(0.05)
+        unfinished = [j for j in synced if j["state"] not in {"done", "failed"}]
+        assert unfinished, f"every job finished before the kill; nothing was tested: {jobs}"
+        server.stop(kill=True)
+        assert server.process.returncode == -9
+
+        restarted = start_server(state, port, one_worker)
+        try:
+            for name in branches:
+                status = wait_state(restarted, repo, name, commits[name])
+                assert status["state"] == "synced", status
+            settled = wait_jobs_settled(restarted, repo)
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()
+
+    assert [j for j in settled if j["state"] == "failed"] == []
+    interrupted_ids = {j["id"] for j in unfinished}
+    finished = {j["id"]: j for j in settled}
+    # the interrupted jobs themselves were taken up again and completed (not re-created)
+    assert all(finished[i]["state"] == "done" for i in interrupted_ids), settled
+    for name in branches:
+        assert lakehook_merges(client, repo, name) == {commits[name]: 1}, name
+    leftovers = [
+        b.id
+        for b in client.branches_api.list_branches(repo, amount=1000).results
+        if b.id.startswith(WORKING_PREFIX)
+    ]
+    assert leftovers == []
+
+
+def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
+    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    server = start_server(state, port)
+    repo = _new_repo(client, "down")
+    try:
+        _install_actions(server, repo)
+        first = upload_and_commit(client, repo, "main", generate_study(30, seed=5), "delivery 1")
+        assert wait_state(server, repo, "main", first)["state"] == "synced"
+    finally:
+        server.stop()
+
+    # the server is down: lakeFS's post-commit webhook fails and is never retried
+    missed = upload_and_commit(
+        client, repo, "main", generate_study(50, seed=5, delivery=2), "delivery 2 (missed)"
+    )
+    restarted = start_server(state, port)
+    try:
+        status = wait_state(restarted, repo, "main", missed)
+        jobs = _get(f"{restarted.url}/api/v1/repos/{repo}/jobs")
+    finally:
+        restarted.stop()
+    assert status["state"] == "synced", status
+    found = [j for j in jobs if j["ref"] == "main" and j["event"] == "reconcile"]
+    assert found, jobs
+    assert all(j["state"] == "done" for j in found), jobs
+    assert lakehook_merges(client, repo, "main") == {first: 1, missed: 1}
