@@ -5,10 +5,9 @@ One run compares, interleaved round by round on the same repository:
 
 * ``serial trino``: the baseline, one Trino DDL statement after another (read the source
   definition, create the table) and one probe after another;
-* ``parallel trino``: ``copy_schema`` with 8 workers over Trino DDL, probes in parallel.
-
-(A third contender, HMS Thrift through pymetastore, was dropped: HMS 4 no longer answers the
-old ``get_table`` call that client uses -- "Invalid method name: 'get_table'".)
+* ``parallel trino``: ``copy_schema`` with 8 workers over Trino DDL, probes in parallel;
+* ``serial thrift`` / ``parallel thrift``: ``copy_schema`` over the Hive Metastore's Thrift
+  API (``pipeline.adapters.hive_metastore``, lakehook's default), probes through Trino.
 
 Each round creates a lakeFS branch, starts the clock, copies the schema and probes every
 table until its ``count(*)`` equals the source's. Needs the local stack
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from botocore.config import Config
 
 from lakehook.settings import Settings
+from pipeline.adapters.hive_metastore import HiveMetastore
 from pipeline.adapters.trino_metastore import TrinoMetastore
 from pipeline.metastore.sync import copy_schema, desired_tables_from_manifests, parallel_map
 from pipeline.model import OutputColumn, TableManifest
@@ -137,9 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.load()
     repo = f"bench-branch-{uuid.uuid4().hex[:6]}"
     trino = TrinoMetastore.from_settings(settings)
+    thrift = HiveMetastore.from_settings(settings)
     strategies: dict[str, tuple[Metastore, int]] = {
         "serial trino (baseline)": (trino, 1),
         "parallel trino": (trino, 8),
+        "serial thrift": (thrift, 1),
+        "parallel thrift (lakehook)": (thrift, 8),
     }
     s3 = boto3.client(
         "s3",

@@ -36,6 +36,7 @@ class Settings:
     trino_user: str = "lakehook"
     trino_catalog: str = "hive"
     hms_uri: str = "thrift://127.0.0.1:9083"
+    metastore_api: str = "thrift"  # how tables are written: "thrift" (HMS) or "trino" (DDL)
     marquez_url: str = ""
     webhook_token: str = "lakehook-dev-token"  # noqa: S105 (local stack only)
     listen: str = "127.0.0.1:8090"
@@ -153,6 +154,10 @@ class Settings:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"LAKEHOOK_LISTEN={self.listen!r} must be host:port")
+        if self.metastore_api not in ("thrift", "trino"):
+            raise ConfigError(
+                f"LAKEHOOK_METASTORE_API={self.metastore_api!r} must be 'thrift' or 'trino'"
+            )
         if self.reconcile_interval <= 0:
             raise ConfigError("LAKEHOOK_RECONCILE_INTERVAL must be a positive number of seconds")
         if self.workers < 1:

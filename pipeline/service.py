@@ -319,6 +319,7 @@ class BranchService:
 
 def build_processor(settings: Settings, status_store: StatusStore) -> BranchService:
     """The composition root of processing: real adapters from ``settings``."""
+    from pipeline.adapters.hive_metastore import HiveMetastore
     from pipeline.adapters.lakefs import LakeFSClient
     from pipeline.adapters.trino_metastore import TrinoMetastore
 
@@ -332,7 +333,11 @@ def build_processor(settings: Settings, status_store: StatusStore) -> BranchServ
     return BranchService(
         settings=settings,
         lakefs=LakeFSClient.from_settings(settings),
-        metastore=TrinoMetastore.from_settings(settings),
+        metastore=(
+            HiveMetastore.from_settings(settings)
+            if settings.metastore_api == "thrift"
+            else TrinoMetastore.from_settings(settings)
+        ),
         store=status_store,
         recorder=recorder,
         workdir=settings.state_dir / "work",

@@ -1,4 +1,4 @@
-"""One behaviour suite for every ``Metastore``: the in-memory fake and Trino DDL.
+"""One behaviour suite for every ``Metastore``: the in-memory fake, Trino DDL and HMS Thrift.
 
 The real runs (marked ``stack``) needs the local stack and fails when it is down. Each test
 works in its own schema and repository and drops the schema afterwards.
@@ -17,6 +17,7 @@ import pytest
 
 from lakehook.errors import NotFound
 from lakehook.settings import Settings
+from pipeline.adapters.hive_metastore import HiveMetastore
 from pipeline.adapters.trino_metastore import TrinoMetastore
 from pipeline.naming import normalize_location, table_location
 from pipeline.ports import Column, Metastore, TableDef
@@ -50,6 +51,7 @@ def lakefs_api(settings: Settings, method: str, path: str, body: object = None) 
     params=[
         "fake",
         pytest.param("trino", marks=pytest.mark.stack),
+        pytest.param("thrift", marks=pytest.mark.stack),
     ]
 )
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
@@ -66,7 +68,11 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         "/repositories",
         {"name": repo, "storage_namespace": f"local://{repo}", "default_branch": "main"},
     )
-    metastore: Metastore = TrinoMetastore.from_settings(settings)
+    metastore: Metastore = (
+        TrinoMetastore.from_settings(settings)
+        if request.param == "trino"
+        else HiveMetastore.from_settings(settings)
+    )
     try:
         yield Subject(metastore, schema, repo)
     finally:
@@ -162,3 +168,36 @@ def test_drop_table_and_schema(subject: Subject) -> None:
     subject.metastore.drop_schema(subject.schema)  # not empty: tables go first
     assert subject.schema not in subject.metastore.list_schemas()
     subject.metastore.drop_schema(subject.schema)  # absent: no error
+
+
+@pytest.mark.stack
+def test_thrift_and_trino_read_each_others_tables(stack_settings: Settings) -> None:  # noqa: F811
+    """Either adapter reads what the other wrote: same columns, comments, location, properties."""
+    thrift = HiveMetastore.from_settings(stack_settings)
+    engine = TrinoMetastore.from_settings(stack_settings)
+    suffix = uuid.uuid4().hex[:8]
+    subject = Subject(thrift, f"cross_{suffix}", f"cross-{suffix}")
+    lakefs_api(
+        stack_settings,
+        "POST",
+        "/repositories",
+        {"name": subject.repo, "storage_namespace": f"local://{subject.repo}"}
+        | {"default_branch": "main"},
+    )
+    try:
+        thrift.create_schema(subject.schema)
+        by_thrift = table(subject, "by_thrift")
+        by_trino = table(subject, "by_trino")
+        thrift.create_table(by_thrift)
+        engine.create_table(by_trino)
+        for wanted, reader in ((by_thrift, engine), (by_trino, thrift)):
+            found = reader.get_table(subject.schema, wanted.name)
+            assert found is not None
+            assert found.columns == wanted.columns
+            assert normalize_location(found.location) == wanted.location
+            assert dict(found.properties) == dict(wanted.properties)
+        assert engine.probe(subject.schema, "by_thrift") == 0  # Trino plans a query over it
+        assert engine.list_tables(subject.schema) == thrift.list_tables(subject.schema)
+    finally:
+        thrift.drop_schema(subject.schema)
+        lakefs_api(stack_settings, "DELETE", f"/repositories/{subject.repo}")
