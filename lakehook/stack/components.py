@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -313,33 +312,6 @@ class Trino(Component):
             return json.loads(body).get("starting") is False
         except ValueError:
             return False
-
-
-class Marquez(Component):
-    """Marquez API on a private PostgreSQL cluster (both optional: LAKEHOOK_STACK_MARQUEZ=1)."""
-
-    name = "marquez"
-    start_timeout = 240.0
-
-    @property
-    def port(self) -> int:
-        return urlparse(self.settings.marquez_url or "http://127.0.0.1:5000").port or 5000
-
-    def install(self) -> None:
-        install.install_marquez()
-        if not shutil.which("initdb") and not list(
-            Path("/usr/lib/postgresql").glob("*/bin/initdb")
-        ):
-            raise ConfigError("PostgreSQL server not installed: apt-get install postgresql")
-
-    def configure(self) -> None:
-        raise NotImplementedError
-
-    def argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def ready(self) -> bool:
-        return process.http_ok(f"http://127.0.0.1:{self.port}/api/v1/namespaces")
 
 
 def core_components(settings: Settings) -> list[Component]:
