@@ -10,11 +10,16 @@ or duplicate column names, an enormous field) raise ``InputError`` naming file, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import threading
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,9 +79,15 @@ class _Layout:
 
 def read_header(path: Path, display: str) -> list[str]:
     """The header row, validated: names present, unique after sanitising."""
-    with path.open("rb") as raw:
-        head = raw.read(BLOCK_SIZE)
+    head = _header_bytes(path)
     if not head.strip(b"\xef\xbb\xbf \r\n\t"):
+        if path.stat().st_size > len(head):
+            raise InputError(
+                "the first line is empty",
+                file=display,
+                line=1,
+                hint="put the header row on line 1",
+            )
         raise InputError(
             "empty file", file=display, line=1, hint="deliver a header row and data rows"
         )
@@ -113,6 +124,23 @@ def read_header(path: Path, display: str) -> list[str]:
             )
         seen[table_col] = number
     return header
+
+
+def _header_bytes(path: Path, step: int = 1 << 16) -> bytes:
+    """The file's first bytes, up to the end of the header record (at most ``BLOCK_SIZE``)."""
+    with path.open("rb") as raw:
+        head = raw.read(step)
+        while len(head) < BLOCK_SIZE:
+            end = head.find(b"\n")
+            while end != -1 and head.count(b'"', 0, end) % 2:  # newline inside a quoted name
+                end = head.find(b"\n", end + 1)
+            if end != -1:
+                return head[: end + 1]
+            more = raw.read(step)
+            if not more:
+                return head
+            head += more
+    return head
 
 
 def plan_columns(
@@ -252,6 +280,9 @@ def convert_file(
     except pa.ArrowInvalid as err:
         writer.abort()
         _raise_structural(err, csv_path, display, len(header), ragged)
+    except BaseException:  # invalid values with invalid_values: fail, a key collision, ...
+        writer.abort()  # no partial output, no writer thread left behind
+        raise
     writer.close()
     return ConvertResult(
         columns=tuple(c.out for c in layout.columns),
@@ -265,18 +296,53 @@ def convert_file(
     )
 
 
-def _batches(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
-    while True:
+def _batches(reader: pacsv.CSVStreamingReader, ahead: int = 2) -> Iterator[pa.RecordBatch]:
+    """The reader's non-empty batches, parsed up to ``ahead`` batches ahead on a thread.
+
+    Parsing releases the GIL, so the next blocks are parsed while the caller types and keys
+    this one. The queue is bounded: memory stays a few blocks whatever the file size.
+    """
+    queue: Queue[pa.RecordBatch | BaseException | None] = Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def pump() -> None:
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
+            while not stop.is_set():
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                if batch.num_rows:
+                    queue.put(batch)
+        except BaseException as err:  # handed to the consumer, raised there
+            queue.put(err)
             return
-        if batch.num_rows:
-            yield batch
+        queue.put(None)
+
+    thread = threading.Thread(target=pump, name="csv-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pump waiting on a full queue, then let it end
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.05)
+        thread.join()
 
 
 class _Writer:
-    """Parquet files of ``rows_per_file`` rows in row groups of exactly ``row_group`` rows."""
+    """Parquet files of ``rows_per_file`` rows in row groups of exactly ``row_group`` rows.
+
+    Row groups are encoded and compressed on one background thread (pyarrow releases the GIL)
+    while the caller types and keys the next batch; at most ``MAX_PENDING`` row groups wait,
+    so memory stays bounded. One thread, first in first out: the bytes do not depend on timing.
+    """
+
+    MAX_PENDING = 2
 
     def __init__(self, out_dir: Path, schema: pa.Schema, row_group: int, rows_per_file: int):
         self.out_dir, self.schema = out_dir, schema
@@ -286,6 +352,8 @@ class _Writer:
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._in_file = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future[None]] = deque()
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._buffer.append(batch)
@@ -294,10 +362,19 @@ class _Writer:
             table = pa.Table.from_batches(self._buffer, schema=self.schema)
             full = (table.num_rows // self.row_group) * self.row_group
             for start in range(0, full, self.row_group):
-                self._flush(table.slice(start, self.row_group))
+                self._submit(table.slice(start, self.row_group))
             rest = table.slice(full)
             self._buffer = rest.to_batches()
             self._buffered = rest.num_rows
+
+    def _submit(self, table: pa.Table) -> None:
+        while len(self._pending) >= self.MAX_PENDING:
+            self._pending.popleft().result()  # re-raises the writer's error here
+        self._pending.append(self._pool.submit(self._flush, table))
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
     def _flush(self, table: pa.Table) -> None:
         if self._writer is None or self._in_file >= self.rows_per_file:
@@ -311,13 +388,20 @@ class _Writer:
         self._in_file += table.num_rows
 
     def close(self) -> None:
-        if self._buffered or self._writer is None:
-            table = pa.Table.from_batches(self._buffer, schema=self.schema)
-            self._flush(table)
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            if self._buffered or (self._writer is None and not self._pending):
+                self._submit(pa.Table.from_batches(self._buffer, schema=self.schema))
+            self._drain()
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
         if self._writer is not None:
             self._writer.close()
         for path in self.files:

@@ -5,9 +5,9 @@
     canonical = "|".join(f"{len(p)}:{p}" for p in ["v1", key_name, *parts])
     key       = first 8 bytes of sha256(canonical), big-endian, signed
 
-``KeyHasher`` computes keys for Arrow batches. It hashes each *distinct* natural key once
-(Arrow finds the distinct values and maps them back), remembers them for the whole run, and
-checks that no two canonical strings share a key.
+``KeyHasher`` computes keys for Arrow batches: canonical parts per distinct column value,
+canonical strings assembled by Arrow, each distinct one hashed once, and a check over the
+whole run that no two canonical strings share a key.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pipeline.processing.types import (
 
 VERSION = "v1"
 _MICRO = Decimal("1e-6")
-_SEPARATOR = "\x1f"
 _TRUE = {"y", "yes", "true", "1", "t"}
 _FALSE = {"n", "no", "false", "0", "f"}
 
@@ -136,65 +135,89 @@ def surrogate_key(
     return key_of(canonical(key, [p for p in parts if p is not None]))
 
 
+_CODE_LIMIT = 1 << 62  # row codes (mixed-radix dictionary indexes) must fit in an int64
+
+
 @dataclass
 class KeyHasher:
-    """Keys of one key over many batches of one run, with the collision check."""
+    """Keys of one key over many batches of one run, with the collision check.
+
+    Per batch, each natural key column is dictionary-encoded by Arrow and only its *distinct*
+    values are canonicalised in Python (few: subjects, visit numbers). A row's natural key
+    becomes one integer code (its dictionary indexes in mixed radix), Arrow finds the distinct
+    codes, and only those are turned into canonical strings and hashed. Memory across batches
+    is one ``int -> int`` entry per distinct key (the key and the next 8 bytes of its digest):
+    two different natural keys with the same surrogate key differ there with certainty short
+    of a 2^-64 accident, and the run stops with ``KeyCollision``.
+    """
 
     key: str
     types: tuple[ColumnType | None, ...]
-    _memo: dict[str, int | None] = field(default_factory=dict)
-    _seen: dict[int, str] = field(default_factory=dict)
+    _seen: dict[int, int] = field(default_factory=dict)
     missing: int = 0
 
     def compute(self, columns: Sequence[pa.Array]) -> pa.Array:
         """The ``<key>_sk`` array for natural key ``columns`` (CSV text, null = empty)."""
         columns = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns]
-        if len(columns) == 1:
-            joined = columns[0]
-        elif any(pc.any(pc.match_substring_regex(c, "[\x00\x1f]")).as_py() for c in columns):
-            return self._exact(columns)  # a field holds the separator: rare, row by row
-        else:
-            joined = pc.binary_join_element_wise(
-                *columns, _SEPARATOR, null_handling="replace", null_replacement="\x00"
-            )
-        distinct = pc.unique(joined)
-        values: list[int | None] = []
-        for text in distinct.to_pylist():
-            if text in self._memo:
-                values.append(self._memo[text])
-                continue
-            value = self._hash(text)
-            self._memo[text] = value
-            values.append(value)
-        keys = pc.take(pa.array(values, type=pa.int64()), pc.index_in(joined, value_set=distinct))
+        prefix = canonical(self.key, [])
+        parts_per_column: list[list[str | None]] = []
+        codes: pa.Array | None = None
+        valid: pa.Array | None = None
+        radix = 1
+        for column, ctype in zip(columns, self.types, strict=True):
+            encoded = pc.dictionary_encode(column)
+            parts = [part(v, ctype) for v in encoded.dictionary.to_pylist()]
+            parts_per_column.append(parts)
+            indexes = pc.cast(encoded.indices, pa.int64())
+            usable = pc.take(pa.array([p is not None for p in parts], pa.bool_()), indexes)
+            valid = usable if valid is None else pc.and_(valid, usable)
+            size = max(len(parts), 1)
+            radix *= size
+            if radix >= _CODE_LIMIT:  # > 2^62 combinations in one batch: row by row
+                return self._by_rows(columns)
+            codes = indexes if codes is None else pc.add(pc.multiply(codes, size), indexes)
+        if codes is None or valid is None:  # pragma: no cover - a key has at least one column
+            raise ValueError(f"key {self.key!r} has no columns")
+        codes = pc.if_else(pc.fill_null(valid, False), codes, pa.scalar(None, pa.int64()))
+        distinct = pc.drop_null(pc.unique(codes))
+        # canonical strings of the distinct keys only: decode each code back into its
+        # dictionary indexes (mixed radix) and join the columns' "len:part" pieces
+        pieces = []
+        rest = distinct
+        for parts in reversed(parts_per_column):
+            size = max(len(parts), 1)
+            quotient = pc.divide(rest, size)
+            index = pc.subtract(rest, pc.multiply(quotient, size))
+            texts = pa.array([None if p is None else f"{len(p)}:{p}" for p in parts], pa.string())
+            pieces.append(pc.take(texts, index))
+            rest = quotient
+        joined = pc.binary_join_element_wise(prefix, *reversed(pieces), "|")
+        values = [self._hash(text) for text in joined.to_pylist()]
+        keys = pc.take(pa.array(values, pa.int64()), pc.index_in(codes, value_set=distinct))
         self.missing += int(keys.null_count)
         return keys
 
-    def _hash(self, text: str | None) -> int | None:
-        if text is None:
-            return None
-        fields: list[str | None] = (
-            [text]
-            if len(self.types) == 1
-            else [None if f == "\x00" else f for f in text.split(_SEPARATOR)]
-        )
-        return self._hash_fields(fields)
-
-    def _exact(self, columns: Sequence[pa.Array]) -> pa.Array:
+    def _by_rows(self, columns: Sequence[pa.Array]) -> pa.Array:
         rows = zip(*(c.to_pylist() for c in columns), strict=True)
-        keys = pa.array([self._hash_fields(list(r)) for r in rows], type=pa.int64())
+        values: list[int | None] = []
+        for row in rows:
+            parts = [part(v, t) for v, t in zip(row, self.types, strict=True)]
+            if any(p is None for p in parts):
+                values.append(None)
+            else:
+                values.append(self._hash(canonical(self.key, [p for p in parts if p is not None])))
+        keys = pa.array(values, pa.int64())
         self.missing += int(keys.null_count)
         return keys
 
-    def _hash_fields(self, fields: Sequence[str | None]) -> int | None:
-        parts = [part(v, t) for v, t in zip(fields, self.types, strict=True)]
-        if any(p is None for p in parts):
-            return None
-        text_key = canonical(self.key, [p for p in parts if p is not None])
-        value = key_of(text_key)
-        earlier = self._seen.setdefault(value, text_key)
-        if earlier != text_key:
+    def _hash(self, text: str) -> int:
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        value = int.from_bytes(digest[:8], "big", signed=True)
+        check = int.from_bytes(digest[8:16], "big")
+        earlier = self._seen.setdefault(value, check)
+        if earlier != check:
             raise KeyCollision(
-                f"key {self.key!r}: {earlier!r} and {text_key!r} share surrogate key {value}"
+                f"key {self.key!r}: natural key {text!r} shares surrogate key {value} with "
+                "another natural key of this run"
             )
         return value

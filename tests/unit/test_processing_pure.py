@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakehook.errors import InputError
+from lakehook.errors import InputError, KeyCollision
 from pipeline.model import TableManifest
 from pipeline.ports import ObjectInfo
 from pipeline.processing import keys
@@ -190,6 +190,60 @@ def test_hasher_matches_row_by_row_and_counts_missing() -> None:
     assert out == expected
     assert out[0] == out[2]
     assert hasher.missing == 2
+
+
+def test_hasher_handles_separators_unicode_and_typed_parts_like_the_formula() -> None:
+    double = parse_declared("double")
+    hasher = keys.KeyHasher("visit", (None, None, double))
+    rows = [
+        ("S|1", "a:b", "1.0"),
+        ("S", "1|a:b", "1"),
+        ("S\x1f", "caf\u00e9", "1.20"),
+        ("S", "cafe\u0301", "1.2"),
+        ("S", "x", "not a number"),
+        ("S", "x", None),
+    ]
+    columns = [pa.array(list(c)) for c in zip(*rows, strict=True)]
+    out = hasher.compute(columns).to_pylist()
+    assert out == [keys.surrogate_key("visit", list(r), [None, None, double]) for r in rows]
+    assert out[0] != out[1]  # the length prefixes keep "S|1","a:b" apart from "S","1|a:b"
+    assert out[4] is None
+    assert hasher.missing == 2
+
+
+def test_header_must_be_on_line_one(tmp_path: Path) -> None:
+    csv = tmp_path / "dm.csv"
+    csv.write_bytes(b"\nUSUBJID\n01\n")
+    with pytest.raises(InputError, match="first line is empty") as err:
+        convert_file(csv, None, {}, tmp_path / "out", display_path="raw/DM.csv")
+    assert err.value.file == "raw/DM.csv"
+    assert err.value.line == 1
+
+
+def test_long_quoted_header_spanning_reads(tmp_path: Path) -> None:
+    names = [f'"col\n{i:05d}"' for i in range(20000)]  # > 64 KiB, newlines inside quotes
+    csv = tmp_path / "wide.csv"
+    csv.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+    result = convert_file(csv, None, {}, tmp_path / "out")
+    assert result.rows == 1
+    assert len(result.columns) == 20000
+
+
+def test_row_by_row_fallback_gives_the_same_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    columns = [pa.array(["S", "S", None, "T"]), pa.array(["a", "b", "a", "a"])]
+    fast = keys.KeyHasher("patient", (None, None)).compute(columns).to_pylist()
+    monkeypatch.setattr(keys, "_CODE_LIMIT", 2)
+    slow_hasher = keys.KeyHasher("patient", (None, None))
+    assert slow_hasher.compute(columns).to_pylist() == fast
+    assert slow_hasher.missing == 1
+
+
+def test_two_natural_keys_with_one_surrogate_key_stop_the_run() -> None:
+    hasher = keys.KeyHasher("patient", (None,))
+    first = hasher.compute([pa.array(["A"])]).to_pylist()[0]
+    hasher._seen[first] ^= 1  # as if another natural key had produced the same 64 bits
+    with pytest.raises(KeyCollision, match="shares surrogate key"):
+        hasher.compute([pa.array(["A"])])
 
 
 # ---- conversion -------------------------------------------------------------------------------
