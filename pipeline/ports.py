@@ -283,3 +283,11 @@ class Processor(Protocol):
     ) -> GateDecision:
         """Pre-merge decision from recorded state and manifests only (fast, no processing)."""
         ...
+
+    def metastore_problems(self, status: RefStatus) -> list[str]:
+        """How the metastore differs from a synced ref's manifests (definitions only, no data).
+
+        The reconciler asks this of refs whose head has not moved, so a table dropped or
+        altered behind lakehook's back is found and repaired without any event.
+        """
+        ...

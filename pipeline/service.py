@@ -14,8 +14,9 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipeline import gate as gate_rules
 from pipeline import naming
 from pipeline.metastore.repair import sync_and_verify
 from pipeline.metastore.sync import copy_schema
+from pipeline.metastore.verify import verify_ref
 from pipeline.model import (
     ORIGIN_KEY,
     ORIGIN_VALUE,
@@ -64,6 +66,9 @@ class BranchService:
     store: StatusStore
     recorder: Any = None  # pipeline.lineage.recorder.LineageRecorder, or None
     workdir: Path | None = None
+    _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     # ---- naming -------------------------------------------------------------------------------
     def schema_for(self, repo: str, ref: str, ref_type: str = BRANCH) -> str:
@@ -209,6 +214,34 @@ class BranchService:
         if schema is not None:
             self.metastore.drop_schema(schema)
         self.store.delete_status(repo, tag, TAG)
+
+    def metastore_problems(self, status: RefStatus) -> list[str]:
+        if status.state != "synced" or not status.schema:
+            return []
+        manifests = self._manifests_at(status.repository, status.head_commit)
+        problems = verify_ref(
+            self.metastore,
+            None,
+            status.repository,
+            status.ref,
+            status.schema,
+            manifests,
+            probe=False,
+        )
+        return [f"{p.table}: {p.what}" for p in problems]
+
+    def _manifests_at(self, repo: str, commit: str) -> dict[str, TableManifest]:
+        """Manifests at a commit (immutable, so cached; the newest 256 commits)."""
+        key = (repo, commit)
+        cached = self._manifest_cache.get(key)
+        if cached is None:
+            cached = read_manifests(self.lakefs, repo, commit)
+            self._manifest_cache[key] = cached
+            while len(self._manifest_cache) > 256:
+                self._manifest_cache.popitem(last=False)
+        else:
+            self._manifest_cache.move_to_end(key)
+        return cached
 
     def gate(
         self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None

@@ -272,7 +272,7 @@ def build_context(
         processor = processor or service
         lakefs = lakefs or service.lakefs
     metrics = Metrics()
-    reconciler = Reconciler(lakefs, queue, store, metrics)
+    reconciler = Reconciler(lakefs, queue, store, metrics, processor=processor)
     return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
 
 

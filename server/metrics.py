@@ -45,6 +45,11 @@ class Metrics:
         self.reconcile_enqueued = Counter(
             "lakehook_reconcile_enqueued", "Jobs enqueued by the reconciler", registry=self.registry
         )
+        self.metastore_repairs = Counter(
+            "lakehook_metastore_repairs",
+            "Refs whose metastore differed from their manifests without an event (re-synced)",
+            registry=self.registry,
+        )
         self.gate = Counter(
             "lakehook_gate_decisions", "Merge gate decisions", ["allowed"], registry=self.registry
         )

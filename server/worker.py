@@ -203,9 +203,11 @@ class Reconciler:
         store: StatusStore,
         metrics: Metrics,
         wake: Any = None,
+        processor: Processor | None = None,
     ) -> None:
         self.lakefs, self.queue, self.store, self.metrics = lakefs, queue, store, metrics
         self.wake = wake
+        self.processor = processor  # None: heads only, the metastore is not checked
 
     def repositories(self) -> list[str]:
         out = []
@@ -244,7 +246,7 @@ class Reconciler:
                 continue
             seen.add(("branch", ref.name))
             status = self.store.get_status(repo, ref.name)
-            if only or _stale(status, ref.commit_id):
+            if only or _stale(status, ref.commit_id) or self._metastore_differs(status):
                 jobs.append(
                     self.queue.enqueue(repo, "branch", ref.name, "sync_branch", event="reconcile")[
                         0
@@ -255,7 +257,7 @@ class Reconciler:
         for ref in self.lakefs.list_tags(repo):
             seen.add(("tag", ref.name))
             status = self.store.get_status(repo, ref.name, "tag")
-            if _stale(status, ref.commit_id):
+            if _stale(status, ref.commit_id) or self._metastore_differs(status):
                 jobs.append(
                     self.queue.enqueue(repo, "tag", ref.name, "sync_tag", event="reconcile")[0]
                 )
@@ -268,6 +270,23 @@ class Reconciler:
                     ]
                 )
         return jobs
+
+    def _metastore_differs(self, status: RefStatus | None) -> bool:
+        if self.processor is None or status is None:
+            return False
+        try:
+            problems = self.processor.metastore_problems(status)
+        except TerminalError as err:
+            log.warning("metastore check of %s failed: %s", status.ref, err)
+            return False
+        if problems:
+            self.metrics.metastore_repairs.inc()
+            log.warning(
+                "metastore differs from the manifests (%s); re-syncing",
+                "; ".join(problems),
+                extra={"repository": status.repository, "ref": status.ref},
+            )
+        return bool(problems)
 
 
 def _stale(status: RefStatus | None, head: str) -> bool:

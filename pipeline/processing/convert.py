@@ -15,7 +15,7 @@ import csv
 import io
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,7 +241,9 @@ def convert_file(
         ragged.append(f"{row.actual_columns} fields where the header has {row.expected_columns}")
         return "error"
 
-    reader_options = pacsv.ReadOptions(block_size=block_size, use_threads=True)
+    reader_options = pacsv.ReadOptions(
+        column_names=header, use_threads=True, block_size=max(block_size >> 2, 1 << 16)
+    )
     convert_options = pacsv.ConvertOptions(
         column_types={h: pa.string() for h in header},
         strings_can_be_null=True,
@@ -253,13 +255,36 @@ def convert_file(
     writer = _Writer(out_dir, schema, row_group, rows_per_file)
     rows = 0
     try:
-        reader = pacsv.open_csv(
-            str(csv_path),
-            read_options=reader_options,
-            parse_options=parse_options,
-            convert_options=convert_options,
-        )
-        for batch in _batches(reader):
+
+        def parse(chunk: bytes) -> pa.RecordBatch:
+            try:  # blocks of 1/4 of a piece: parsed on every core
+                table = pacsv.read_csv(
+                    pa.BufferReader(chunk),
+                    read_options=reader_options,
+                    parse_options=parse_options,
+                    convert_options=convert_options,
+                )
+            except pa.ArrowInvalid as err:
+                if "straddl" not in str(err):
+                    raise
+                # a record longer than a block: the piece as one block (fields up to its size)
+                one_block = pacsv.ReadOptions(
+                    column_names=header, use_threads=False, block_size=len(chunk) + 1
+                )
+                table = pacsv.read_csv(
+                    pa.BufferReader(chunk),
+                    read_options=one_block,
+                    parse_options=parse_options,
+                    convert_options=convert_options,
+                )
+            table = table.combine_chunks()
+            return pa.RecordBatch.from_arrays(
+                [c.chunk(0) if c.num_chunks else pa.array([], c.type) for c in table.columns],
+                names=table.column_names,
+            )
+
+        chunks = _record_chunks(csv_path, len(_header_bytes(csv_path)), block_size)
+        for batch in _batches(chunks, parse):
             arrays = []
             for col in layout.columns:
                 if col.key is not None:
@@ -296,22 +321,51 @@ def convert_file(
     )
 
 
-def _batches(reader: pacsv.CSVStreamingReader, ahead: int = 2) -> Iterator[pa.RecordBatch]:
-    """The reader's non-empty batches, parsed up to ``ahead`` batches ahead on a thread.
+def _record_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
+    """The file after ``offset`` in pieces of about ``size`` bytes, each ending at a record end.
 
-    Parsing releases the GIL, so the next blocks are parsed while the caller types and keys
-    this one. The queue is bounded: memory stays a few blocks whatever the file size.
+    A piece is cut after the last newline outside quotes (an even number of ``"`` before it;
+    every piece starts outside quotes, so counting within the piece is enough). A record
+    longer than ``size`` (an enormous field or an unterminated quote) is a structural error.
+    """
+    with path.open("rb") as raw:
+        raw.seek(offset)
+        carry = b""
+        while data := raw.read(size):
+            buffer = carry + data
+            cut = buffer.rfind(b"\n")
+            while cut != -1 and buffer.count(b'"', 0, cut) % 2:
+                cut = buffer.rfind(b"\n", 0, cut)
+            if cut == -1:
+                if len(buffer) > size:
+                    raise pa.ArrowInvalid("a record straddles the block limit")
+                carry = buffer
+                continue
+            yield buffer[: cut + 1]
+            carry = buffer[cut + 1 :]
+        if carry.strip():
+            yield carry
+
+
+def _batches(
+    chunks: Iterator[bytes], parse: Callable[[bytes], pa.RecordBatch], ahead: int = 1
+) -> Iterator[pa.RecordBatch]:
+    """Parsed, non-empty batches of ``chunks``, read and parsed ``ahead`` pieces ahead.
+
+    A background thread reads the next pieces and parses them (pyarrow parses on both cores
+    and releases the GIL) while the caller types and keys this one. The queue is bounded, so
+    memory stays a few pieces whatever the file size -- unlike pyarrow's own streaming reader,
+    whose read-ahead is not bounded by the consumer (it held 0.5 GiB of a 0.5 GB file).
     """
     queue: Queue[pa.RecordBatch | BaseException | None] = Queue(maxsize=ahead)
     stop = threading.Event()
 
     def pump() -> None:
         try:
-            while not stop.is_set():
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                batch = parse(chunk)
                 if batch.num_rows:
                     queue.put(batch)
         except BaseException as err:  # handed to the consumer, raised there

@@ -15,6 +15,7 @@ class FakeProcessor:
         self.decision = GateDecision(True)
         self.fail_with: LakehookError | None = None  # raised by the next sync calls
         self.failures_left = 0
+        self.metastore_differs: dict[tuple[str, str], list[str]] = {}  # (repo, ref) -> problems
         self._lock = threading.Lock()
 
     def _record(self, *call: str) -> None:
@@ -52,3 +53,7 @@ class FakeProcessor:
     ) -> GateDecision:
         self._record("gate", repo, source_ref, destination_branch, source_commit or "")
         return self.decision
+
+    def metastore_problems(self, status: RefStatus) -> list[str]:
+        self._record("metastore_problems", status.repository, status.ref)
+        return list(self.metastore_differs.get((status.repository, status.ref), []))

@@ -256,3 +256,38 @@ def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
     assert found, jobs
     assert all(j["state"] == "done" for j in found), jobs
     assert lakehook_merges(client, repo, "main") == {first: 1, missed: 1}
+
+
+def test_reconciler_repairs_a_table_dropped_or_altered_behind_lakehooks_back(
+    client: LakeFSClient, lakehook_server: RunningServer, stack_settings: Settings
+) -> None:
+    from tests.integration.test_end_to_end import query
+
+    repo = _new_repo(client, "behind")
+    _install_actions(lakehook_server, repo)
+    commit = upload_and_commit(client, repo, "main", generate_study(30, seed=9), "delivery 1")
+    status = wait_state(lakehook_server, repo, "main", commit)
+    assert status["state"] == "synced"
+    schema, head = status["schema"], client.branches_api.get_branch(repo, "main").commit_id
+    columns = [r[0] for r in query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
+    rows = query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0]
+
+    # no commit, no webhook: someone drops a table and alters another through Trino
+    query(stack_settings, f"DROP TABLE {schema}.labs")
+    query(stack_settings, f"ALTER TABLE {schema}.patients ADD COLUMN extra varchar")
+
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline:
+        tables = [r[0] for r in query(stack_settings, f"SHOW TABLES FROM {schema}")]
+        now = [r[0] for r in query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
+        if "labs" in tables and now == columns:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"{schema} was not repaired: tables {tables}, patients columns {now}")
+    assert query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0] == rows
+    jobs = _get(f"{lakehook_server.url}/api/v1/repos/{repo}/jobs")
+    assert any(j["event"] == "reconcile" and j["state"] == "done" for j in jobs), jobs
+    assert client.branches_api.get_branch(repo, "main").commit_id == head  # nothing reprocessed
+    final = wait_state(lakehook_server, repo, "main", commit)
+    assert final["state"] == "synced"

@@ -323,6 +323,22 @@ def test_enormous_field_is_an_error(tmp_path: Path) -> None:
     assert "longer than" in str(err.value.as_dict()["message"])
 
 
+def test_long_field_within_the_limit_converts_and_pieces_keep_every_row(tmp_path: Path) -> None:
+    # block_size 1 MiB: pieces of 1 MiB, parse blocks of 256 KiB; a 600 KB field straddles
+    # a parse block (the piece is re-parsed as one block) but fits the 1 MiB limit
+    big = "y" * 600_000
+    lines = [f"{i},{big if i == 3 else i}" for i in range(3000)]
+    lines += [f'{i},"quoted, with comma {i}"' for i in range(3000, 6000)]
+    csv = tmp_path / "x.csv"
+    csv.write_text("A,B\n" + "\n".join(lines))  # no final newline
+    result = convert_file(csv, None, {}, tmp_path / "o", block_size=1 << 20)
+    table = pq.read_table(result.files[0])
+    assert result.rows == 6000
+    assert table.column("a").to_pylist() == [str(i) for i in range(6000)]
+    assert table.column("b")[3].as_py() == big
+    assert table.column("b")[5999].as_py() == "quoted, with comma 5999"
+
+
 # ---- config and plans -------------------------------------------------------------------------
 
 

@@ -236,6 +236,28 @@ def test_reconciler_enqueues_what_differs(db: Database) -> None:
     assert reconciler.repositories() == ["s"]
 
 
+def test_reconciler_resyncs_a_synced_ref_whose_metastore_differs(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    lakefs.create_branch("s", "dev", "main")
+    store, queue, metrics = SqliteStatusStore(db), JobQueue(db), Metrics()
+    for branch in ("main", "dev"):
+        head = lakefs.branch_head("s", branch)
+        store.put_status(RefStatus("s", branch, "branch", f"s_{branch}", head, head, "synced"))
+    processor = FakeProcessor()
+    reconciler = Reconciler(lakefs, queue, store, metrics, processor=processor)
+    assert reconciler.sweep() == []  # heads unchanged, metastore as the manifests say
+
+    processor.metastore_differs[("s", "dev")] = ["dm: table missing"]
+    jobs = reconciler.sweep()
+    assert [(j.ref, j.kind, j.event) for j in map(queue.get, jobs) if j] == [
+        ("dev", "sync_branch", "reconcile")
+    ]
+    assert metrics.metastore_repairs._value.get() == 1
+    assert ("metastore_problems", "s", "main") in processor.calls
+
+
 # ---- the HTTP app -----------------------------------------------------------------------------
 
 
