@@ -143,13 +143,16 @@ from pipeline.processing.contents import parse_contents
 from pipeline.processing.convert import convert_file
 declared = parse_contents(lab_contents(), "c").for_dataset("labs")
 convert_file(Path(sys.argv[1]), declared, DEFAULT_KEYS, Path(sys.argv[2]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its
+# parent's peak; VmHWM belongs to this process image alone
+status = Path("/proc/self/status").read_text()
+print(next(x.split()[1] for x in status.splitlines() if x.startswith("VmHWM:")))
 """
 
 
 def memory(sizes_mb: list[int], work: Path) -> list[str]:
     lines = [
-        "Peak RSS of `convert_file` in a fresh process (ru_maxrss)",
+        "Peak RSS of `convert_file` in a fresh process (VmHWM)",
         "",
         "| CSV MB | rows | peak RSS MiB | seconds |",
         "| ---: | ---: | ---: | ---: |",
