@@ -6,6 +6,7 @@ not pass quietly.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,8 +18,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import lakefs_sdk
 import pytest
+import trino
+from lakefs_sdk.client import LakeFSClient
 
 from lakehook.settings import Settings
 
@@ -124,3 +129,49 @@ def lakehook_server(stack_settings: Settings, tmp_path: Path) -> Iterator[Runnin
     server = start_server(tmp_path / "state", free_port())
     yield server
     server.stop()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def trino_query(settings: Settings, sql: str) -> list[Any]:
+    """Rows of one statement through the stack's Trino."""
+    host, port = settings.trino_host_port
+    cur = trino.dbapi.connect(
+        host=host, port=port, user=settings.trino_user, catalog=settings.trino_catalog
+    ).cursor()
+    cur.execute(sql)
+    return list(cur.fetchall())
+
+
+@pytest.fixture
+def client(stack_settings: Settings) -> LakeFSClient:
+    """The lakeFS SDK client of the stack."""
+    cfg = lakefs_sdk.Configuration(
+        host=f"{stack_settings.lakefs_url}/api/v1",
+        username=stack_settings.lakefs_access_key_id,
+        password=stack_settings.lakefs_secret_access_key,
+    )
+    return LakeFSClient(cfg)
+
+
+def new_repository(client: LakeFSClient, prefix: str) -> str:
+    repo = unique_name(prefix)
+    client.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(
+            name=repo, storage_namespace=f"local://{repo}", default_branch="main"
+        )
+    )
+    return repo
+
+
+def install_actions(server: RunningServer, repo: str) -> None:
+    """``lakehook install-actions`` on ``repo``, pointing the hooks at ``server``."""
+    subprocess.run(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", "install-actions"]
+        + ["--repo", repo, "--url", server.url],
+        env=server.env,
+        check=True,
+    )

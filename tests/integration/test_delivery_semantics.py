@@ -14,59 +14,31 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lakefs_sdk
 import pytest
-from lakefs_sdk.client import LakeFSClient
 
 from lakehook.settings import Settings
 from pipeline.generator import generate_study
 from pipeline.processing.plan import WORKING_PREFIX
-from tests.integration.conftest import RunningServer, free_port, start_server, unique_name
+from tests.integration.conftest import (
+    RunningServer,
+    free_port,
+    get_json,
+    install_actions,
+    new_repository,
+    start_server,
+    trino_query,
+)
 from tests.integration.test_end_to_end import upload_and_commit, wait_state
+
+if TYPE_CHECKING:
+    from lakefs_sdk.client import LakeFSClient
 
 pytestmark = pytest.mark.stack
 
 SETTLE = 300.0
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
-        return json.loads(response.read())
-
-
-def _install_actions(server: RunningServer, repo: str) -> None:
-    import subprocess
-    import sys
-
-    subprocess.run(
-        [sys.executable, "-c", "from lakehook.cli import main; main()", "install-actions"]
-        + ["--repo", repo, "--url", server.url],
-        env=server.env,
-        check=True,
-        capture_output=True,
-    )
-
-
-@pytest.fixture
-def client(stack_settings: Settings) -> LakeFSClient:
-    cfg = lakefs_sdk.Configuration(
-        host=f"{stack_settings.lakefs_url}/api/v1",
-        username=stack_settings.lakefs_access_key_id,
-        password=stack_settings.lakefs_secret_access_key,
-    )
-    return LakeFSClient(cfg)
-
-
-def _new_repo(client: LakeFSClient, prefix: str) -> str:
-    repo = unique_name(prefix)
-    client.repositories_api.create_repository(
-        lakefs_sdk.RepositoryCreation(
-            name=repo, storage_namespace=f"local://{repo}", default_branch="main"
-        )
-    )
-    return repo
 
 
 def lakehook_merges(client: LakeFSClient, repo: str, branch: str) -> dict[str, int]:
@@ -90,7 +62,7 @@ def wait_jobs_settled(server: RunningServer, repo: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + SETTLE
     jobs: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        jobs = _get(f"{server.url}/api/v1/repos/{repo}/jobs")
+        jobs = get_json(f"{server.url}/api/v1/repos/{repo}/jobs")
         if jobs and all(j["state"] in {"done", "failed"} for j in jobs):
             return jobs
         time.sleep(0.25)
@@ -132,8 +104,8 @@ def post_commit_event(repo: str, branch: str, commit: str) -> dict[str, Any]:
 def test_duplicated_and_out_of_order_deliveries_have_one_effect(
     client: LakeFSClient, lakehook_server: RunningServer
 ) -> None:
-    repo = _new_repo(client, "dup")
-    _install_actions(lakehook_server, repo)
+    repo = new_repository(client, "dup")
+    install_actions(lakehook_server, repo)
     files = generate_study(patients=40, seed=3)
     first = upload_and_commit(client, repo, "main", files, "delivery 1")
     assert wait_state(lakehook_server, repo, "main", first)["state"] == "synced"
@@ -159,7 +131,7 @@ def test_duplicated_and_out_of_order_deliveries_have_one_effect(
     # one write-back per user commit, none for the duplicates or the stale event
     assert lakehook_merges(client, repo, "main") == {first: 1, second: 1}
     # the stale event did not take the branch back to the first delivery
-    final = _get(f"{lakehook_server.url}/api/v1/repos/{repo}/branches/main/status")
+    final = get_json(f"{lakehook_server.url}/api/v1/repos/{repo}/branches/main/status")
     assert final["source_commit"] == second
     assert final["state"] == "synced"
     assert client.branches_api.get_branch(repo, "main").commit_id == head
@@ -175,8 +147,8 @@ def test_kill_9_with_pending_jobs_then_restart_completes_each_job_once(
     one_worker = {"LAKEHOOK_WORKERS": "1"}
     server = start_server(state, port, one_worker)
     try:
-        repo = _new_repo(client, "kill")
-        _install_actions(server, repo)
+        repo = new_repository(client, "kill")
+        install_actions(server, repo)
         branches = ["b1", "b2", "b3"]
         for name in branches:
             client.branches_api.create_branch(
@@ -191,7 +163,7 @@ def test_kill_9_with_pending_jobs_then_restart_completes_each_job_once(
         deadline = time.monotonic() + 60
         jobs: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            jobs = _get(f"{server.url}/api/v1/repos/{repo}/jobs")
+            jobs = get_json(f"{server.url}/api/v1/repos/{repo}/jobs")
             synced = [j for j in jobs if j["kind"] == "sync_branch" and j["ref"] in branches]
             if {j["ref"] for j in synced} == set(branches):
                 break
@@ -233,9 +205,9 @@ def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
     state = tmp_path / "state"
     port = free_port()
     server = start_server(state, port)
-    repo = _new_repo(client, "down")
+    repo = new_repository(client, "down")
     try:
-        _install_actions(server, repo)
+        install_actions(server, repo)
         first = upload_and_commit(client, repo, "main", generate_study(30, seed=5), "delivery 1")
         assert wait_state(server, repo, "main", first)["state"] == "synced"
     finally:
@@ -248,7 +220,7 @@ def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
     restarted = start_server(state, port)
     try:
         status = wait_state(restarted, repo, "main", missed)
-        jobs = _get(f"{restarted.url}/api/v1/repos/{repo}/jobs")
+        jobs = get_json(f"{restarted.url}/api/v1/repos/{repo}/jobs")
     finally:
         restarted.stop()
     assert status["state"] == "synced", status
@@ -261,32 +233,30 @@ def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
 def test_reconciler_repairs_a_table_dropped_or_altered_behind_lakehooks_back(
     client: LakeFSClient, lakehook_server: RunningServer, stack_settings: Settings
 ) -> None:
-    from tests.integration.test_end_to_end import query
-
-    repo = _new_repo(client, "behind")
-    _install_actions(lakehook_server, repo)
+    repo = new_repository(client, "behind")
+    install_actions(lakehook_server, repo)
     commit = upload_and_commit(client, repo, "main", generate_study(30, seed=9), "delivery 1")
     status = wait_state(lakehook_server, repo, "main", commit)
     assert status["state"] == "synced"
     schema, head = status["schema"], client.branches_api.get_branch(repo, "main").commit_id
-    columns = [r[0] for r in query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
-    rows = query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0]
+    columns = [r[0] for r in trino_query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
+    rows = trino_query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0]
 
     # no commit, no webhook: someone drops a table and alters another through Trino
-    query(stack_settings, f"DROP TABLE {schema}.labs")
-    query(stack_settings, f"ALTER TABLE {schema}.patients ADD COLUMN extra varchar")
+    trino_query(stack_settings, f"DROP TABLE {schema}.labs")
+    trino_query(stack_settings, f"ALTER TABLE {schema}.patients ADD COLUMN extra varchar")
 
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline:
-        tables = [r[0] for r in query(stack_settings, f"SHOW TABLES FROM {schema}")]
-        now = [r[0] for r in query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
+        tables = [r[0] for r in trino_query(stack_settings, f"SHOW TABLES FROM {schema}")]
+        now = [r[0] for r in trino_query(stack_settings, f"SHOW COLUMNS FROM {schema}.patients")]
         if "labs" in tables and now == columns:
             break
         time.sleep(0.5)
     else:
         pytest.fail(f"{schema} was not repaired: tables {tables}, patients columns {now}")
-    assert query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0] == rows
-    jobs = _get(f"{lakehook_server.url}/api/v1/repos/{repo}/jobs")
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0] == rows
+    jobs = get_json(f"{lakehook_server.url}/api/v1/repos/{repo}/jobs")
     assert any(j["event"] == "reconcile" and j["state"] == "done" for j in jobs), jobs
     assert client.branches_api.get_branch(repo, "main").commit_id == head  # nothing reprocessed
     final = wait_state(lakehook_server, repo, "main", commit)

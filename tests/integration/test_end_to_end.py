@@ -11,15 +11,22 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lakefs_sdk
 import pytest
-import trino
-from lakefs_sdk.client import LakeFSClient
 
 from lakehook.settings import Settings
-from tests.integration.conftest import RunningServer, unique_name
+from tests.integration.conftest import (
+    RunningServer,
+    get_json,
+    install_actions,
+    new_repository,
+    trino_query,
+)
+
+if TYPE_CHECKING:
+    from lakefs_sdk.client import LakeFSClient
 
 pytestmark = pytest.mark.stack
 
@@ -50,11 +57,6 @@ CDISCPILOT01,01-701-1023,1,2014-07-02
 WAIT = 300.0
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
-        return json.loads(response.read())
-
-
 def wait_state(
     server: RunningServer, repo: str, ref: str, source_commit: str, kind: str = "branches"
 ) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def wait_state(
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = _get(url)
+            last = get_json(url)
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code}"
         if (
@@ -78,41 +80,10 @@ def wait_state(
 
 
 @pytest.fixture
-def client(stack_settings: Settings) -> LakeFSClient:
-    cfg = lakefs_sdk.Configuration(
-        host=f"{stack_settings.lakefs_url}/api/v1",
-        username=stack_settings.lakefs_access_key_id,
-        password=stack_settings.lakefs_secret_access_key,
-    )
-    return LakeFSClient(cfg)
-
-
-@pytest.fixture
 def study(client: LakeFSClient, lakehook_server: RunningServer) -> str:
     """A new repository with lakehook's actions pointing at the test server."""
-    import subprocess
-    import sys
-
-    repo = unique_name("e2e")
-    client.repositories_api.create_repository(
-        lakefs_sdk.RepositoryCreation(
-            name=repo, storage_namespace=f"local://{repo}", default_branch="main"
-        )
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from lakehook.cli import main; main()",
-            "install-actions",
-            "--repo",
-            repo,
-            "--url",
-            lakehook_server.url,
-        ],
-        env=lakehook_server.env,
-        check=True,
-    )
+    repo = new_repository(client, "e2e")
+    install_actions(lakehook_server, repo)
     return repo
 
 
@@ -124,15 +95,6 @@ def upload_and_commit(
     return str(
         client.commits_api.commit(repo, branch, lakefs_sdk.CommitCreation(message=message)).id
     )
-
-
-def query(settings: Settings, sql: str) -> list[Any]:
-    host, port = settings.trino_host_port
-    cur = trino.dbapi.connect(
-        host=host, port=port, user=settings.trino_user, catalog=settings.trino_catalog
-    ).cursor()
-    cur.execute(sql)
-    return list(cur.fetchall())
 
 
 def test_commit_is_processed_keyed_committed_back_and_queryable(
@@ -160,12 +122,12 @@ def test_commit_is_processed_keyed_committed_back_and_queryable(
     assert meta["lakehook.source_commit"] == user_commit
 
     schema = status["schema"]
-    rows = query(
+    rows = trino_query(
         stack_settings, f"SELECT usubjid, patient_sk, age FROM {schema}.dm ORDER BY usubjid"
     )
     assert rows[0] == ["01-701-1015", -882300288707882733, 63]
     assert rows[2][2] is None  # 'abc' is not an integer: NULL and counted
-    visit = query(stack_settings, f"SELECT visit_sk FROM {schema}.sv WHERE visitnum > 1.1")
+    visit = trino_query(stack_settings, f"SELECT visit_sk FROM {schema}.sv WHERE visitnum > 1.1")
     assert visit == [[1535226055626573821]]
 
     # re-processing the same commit changes nothing: no new lakehook commit
@@ -199,7 +161,7 @@ def test_branch_copy_incremental_delivery_and_gate(
         lakehook_server, study, "v2", meta.get("lakehook.source_commit", branch_head)
     )
     assert v2_status["schema"] != main_status["schema"]
-    assert query(stack_settings, f"SELECT count(*) FROM {v2_status['schema']}.dm") == [[3]]
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {v2_status['schema']}.dm") == [[3]]
 
     # second delivery on the branch: only sv changes, and a column is added (ADDITIVE)
     sv2 = (
@@ -226,10 +188,10 @@ def test_branch_copy_incremental_delivery_and_gate(
     )
 
     # keys are identical on both branches for the same natural keys
-    main_keys = query(
+    main_keys = trino_query(
         stack_settings, f"SELECT usubjid, patient_sk FROM {main_status['schema']}.sv ORDER BY 1, 2"
     )
-    v2_keys = query(
+    v2_keys = trino_query(
         stack_settings, f"SELECT usubjid, patient_sk FROM {v2_status['schema']}.sv ORDER BY 1, 2"
     )
     assert set(map(tuple, main_keys)) <= set(map(tuple, v2_keys))
@@ -259,7 +221,7 @@ def test_branch_copy_incremental_delivery_and_gate(
     assert refused.value.status == 412
     assert "age" in str(refused.value.body).lower()
     assert client.branches_api.get_branch(study, "main").commit_id == main_before
-    assert query(stack_settings, f"SELECT count(*) FROM {main_status['schema']}.dm") == [[3]]
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {main_status['schema']}.dm") == [[3]]
 
 
 def test_bad_csv_fails_that_dataset_only(
@@ -278,7 +240,7 @@ def test_bad_csv_fails_that_dataset_only(
     error = next(e for e in status["errors"] if "DM.csv" in json.dumps(e))
     assert error["line"] == 5
     assert {t["table"] for t in status["tables"]} == {"sv"}
-    assert query(stack_settings, f"SELECT count(*) FROM {status['schema']}.sv") == [[3]]
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {status['schema']}.sv") == [[3]]
 
     # lineage (journal; Marquez is optional): sv COMPLETE with its facets, dm FAIL with the error
     journal = lakehook_server.state_dir / "lineage" / "events.jsonl"
@@ -312,7 +274,7 @@ def test_delete_branch_drops_schema_and_tag_snapshots(
     head = client.branches_api.get_branch(study, "main").commit_id
     client.tags_api.create_tag(study, lakefs_sdk.TagCreation(id="v1.0", ref=head))
     tag = wait_state(lakehook_server, study, "v1.0", commit, kind="tags")
-    assert query(stack_settings, f"SELECT count(*) FROM {tag['schema']}.dm") == [[3]]
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {tag['schema']}.dm") == [[3]]
 
     client.branches_api.create_branch(
         study, lakefs_sdk.BranchCreation(name="scratch", source="main")
@@ -322,7 +284,10 @@ def test_delete_branch_drops_schema_and_tag_snapshots(
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         schemas = [
-            r[0] for r in query(stack_settings, f"SHOW SCHEMAS FROM {stack_settings.trino_catalog}")
+            r[0]
+            for r in trino_query(
+                stack_settings, f"SHOW SCHEMAS FROM {stack_settings.trino_catalog}"
+            )
         ]
         if scratch["schema"] not in schemas:
             break
@@ -330,4 +295,4 @@ def test_delete_branch_drops_schema_and_tag_snapshots(
     else:
         pytest.fail(f"schema {scratch['schema']} still exists after the branch was deleted")
     # data untouched: main still reads its rows
-    assert query(stack_settings, f"SELECT count(*) FROM {tag['schema']}.dm") == [[3]]
+    assert trino_query(stack_settings, f"SELECT count(*) FROM {tag['schema']}.dm") == [[3]]

@@ -13,11 +13,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import trino
 
 from lakehook.settings import Settings
 from pipeline.adapters.lakefs import LakeFSClient
-from tests.integration.conftest import unique_name
+from tests.integration.conftest import trino_query, unique_name
 
 pytestmark = pytest.mark.stack
 
@@ -26,15 +25,6 @@ def parquet(values: list[int]) -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.table({"x": pa.array(values, pa.int64())}), buf)
     return buf.getvalue()
-
-
-def sql(settings: Settings, statement: str) -> list[Any]:
-    host, port = settings.trino_host_port
-    cur = trino.dbapi.connect(
-        host=host, port=port, user=settings.trino_user, catalog=settings.trino_catalog
-    ).cursor()
-    cur.execute(statement)
-    return list(cur.fetchall())
 
 
 def test_each_branch_reads_its_own_data_through_trino(stack_settings: Settings) -> None:
@@ -52,14 +42,18 @@ def test_each_branch_reads_its_own_data_through_trino(stack_settings: Settings) 
     for branch in ("main", "dev"):
         schema = f"{repo}_{branch}".replace("-", "_")
         schemas[branch] = schema
-        sql(stack_settings, f"CREATE SCHEMA {schema}")
-        sql(
+        trino_query(stack_settings, f"CREATE SCHEMA {schema}")
+        trino_query(
             stack_settings,
             f"CREATE TABLE {schema}.t (x bigint) WITH "
             f"(external_location = 's3a://{repo}/{branch}/tables/t/', format = 'PARQUET')",
         )
-    assert sql(stack_settings, f"SELECT sum(x), count(*) FROM {schemas['main']}.t") == [[6, 3]]
-    assert sql(stack_settings, f"SELECT sum(x), count(*) FROM {schemas['dev']}.t") == [[30, 2]]
+    assert trino_query(stack_settings, f"SELECT sum(x), count(*) FROM {schemas['main']}.t") == [
+        [6, 3]
+    ]
+    assert trino_query(stack_settings, f"SELECT sum(x), count(*) FROM {schemas['dev']}.t") == [
+        [30, 2]
+    ]
 
 
 class _Recorder(BaseHTTPRequestHandler):
