@@ -17,7 +17,7 @@ import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,7 @@ from pipeline.processing.types import (
     NUMERIC_KINDS,
     TIMESTAMP,
     ColumnType,
+    finite_decimal,
 )
 
 VERSION = "v1"
@@ -45,11 +46,8 @@ def text_part(value: str) -> str | None:
 
 def numeric_part(value: str) -> str | None:
     """A number as written, rounded to 6 decimals (half even), without trailing zeros."""
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation:
-        return None
-    if not number.is_finite():
+    number = finite_decimal(value)
+    if number is None:
         return None
     normal = number.quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize()
     if normal.is_zero():

@@ -217,14 +217,18 @@ def _cast_each(text: pa.Array, target: pa.DataType, parse: type) -> pa.Array:
             )
 
 
-def _decimal(value: str | None, ctype: ColumnType) -> Decimal | None:
-    if value is None:
-        return None
+def finite_decimal(text: str) -> Decimal | None:
+    """``text`` as a finite ``Decimal`` (surrounding blanks ignored), else None."""
     try:
-        number = Decimal(value.strip())
+        number = Decimal(text.strip())
     except InvalidOperation:
         return None
-    if not number.is_finite():
+    return number if number.is_finite() else None
+
+
+def _decimal(value: str | None, ctype: ColumnType) -> Decimal | None:
+    number = finite_decimal(value) if value is not None else None
+    if number is None:
         return None
     quantized = number.quantize(Decimal(1).scaleb(-ctype.scale))
     digits = len(quantized.as_tuple().digits)
