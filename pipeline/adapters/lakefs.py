@@ -27,6 +27,17 @@ T = TypeVar("T")
 PAGE = 1000
 
 
+def _paged(list_call: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    """Every result of a paginated lakeFS list call, page after page (``after``/``amount``)."""
+    after = ""
+    while True:
+        page = list_call(*args, after=after, amount=PAGE, **kwargs)
+        yield from page.results
+        if not page.pagination.has_more:
+            return
+        after = page.pagination.next_offset
+
+
 def _reason(err: ApiException) -> str:
     try:
         return str(json.loads(err.body or "{}").get("message", err.body))
@@ -110,15 +121,8 @@ class LakeFSClient:
         return self._user
 
     def list_repositories(self) -> list[str]:
-        out: list[str] = []
-        after = ""
         with _translate("list repositories"):
-            while True:
-                page = self.sdk.repositories_api.list_repositories(after=after, amount=PAGE)
-                out += [r.id for r in page.results]
-                if not page.pagination.has_more:
-                    return out
-                after = page.pagination.next_offset
+            return [r.id for r in _paged(self.sdk.repositories_api.list_repositories)]
 
     def create_repository(
         self, repo: str, storage_namespace: str, default_branch: str = "main"
@@ -138,26 +142,14 @@ class LakeFSClient:
 
     # ---- refs -----------------------------------------------------------------------------------
     def list_branches(self, repo: str) -> list[Ref]:
-        out: list[Ref] = []
-        after = ""
         with _translate(f"list branches of {repo}"):
-            while True:
-                page = self.sdk.branches_api.list_branches(repo, after=after, amount=PAGE)
-                out += [Ref(b.id, b.commit_id) for b in page.results]
-                if not page.pagination.has_more:
-                    return out
-                after = page.pagination.next_offset
+            return [
+                Ref(b.id, b.commit_id) for b in _paged(self.sdk.branches_api.list_branches, repo)
+            ]
 
     def list_tags(self, repo: str) -> list[Ref]:
-        out: list[Ref] = []
-        after = ""
         with _translate(f"list tags of {repo}"):
-            while True:
-                page = self.sdk.tags_api.list_tags(repo, after=after, amount=PAGE)
-                out += [Ref(t.id, t.commit_id) for t in page.results]
-                if not page.pagination.has_more:
-                    return out
-                after = page.pagination.next_offset
+            return [Ref(t.id, t.commit_id) for t in _paged(self.sdk.tags_api.list_tags, repo)]
 
     def branch_head(self, repo: str, branch: str) -> str:
         with _translate(f"branch {repo}/{branch}"):
@@ -180,21 +172,13 @@ class LakeFSClient:
 
     # ---- objects --------------------------------------------------------------------------------
     def list_objects(self, repo: str, ref: str, prefix: str = "") -> list[ObjectInfo]:
-        out: list[ObjectInfo] = []
-        after = ""
         with _translate(f"list {repo}/{ref}/{prefix}"):
-            while True:
-                page = self.sdk.objects_api.list_objects(
-                    repo, ref, prefix=prefix, after=after, amount=PAGE
-                )
-                out += [
-                    ObjectInfo(o.path, o.checksum, int(o.size_bytes or 0))
-                    for o in page.results
-                    if o.path_type == "object"
-                ]
-                if not page.pagination.has_more:
-                    return sorted(out, key=lambda o: o.path)
-                after = page.pagination.next_offset
+            out = [
+                ObjectInfo(o.path, o.checksum, int(o.size_bytes or 0))
+                for o in _paged(self.sdk.objects_api.list_objects, repo, ref, prefix=prefix)
+                if o.path_type == "object"
+            ]
+        return sorted(out, key=lambda o: o.path)
 
     def stat_object(self, repo: str, ref: str, path: str) -> ObjectInfo | None:
         try:
@@ -324,27 +308,11 @@ class LakeFSClient:
         return str(result.reference)
 
     def uncommitted(self, repo: str, branch: str, prefix: str = "") -> list[Change]:
-        out: list[Change] = []
-        after = ""
         with _translate(f"diff {repo}/{branch}"):
-            while True:
-                page = self.sdk.branches_api.diff_branch(
-                    repo, branch, prefix=prefix, after=after, amount=PAGE
-                )
-                out += [Change(d.type, d.path) for d in page.results]
-                if not page.pagination.has_more:
-                    return out
-                after = page.pagination.next_offset
+            pages = _paged(self.sdk.branches_api.diff_branch, repo, branch, prefix=prefix)
+            return [Change(d.type, d.path) for d in pages]
 
     def diff_refs(self, repo: str, left: str, right: str, prefix: str = "") -> list[Change]:
-        out: list[Change] = []
-        after = ""
         with _translate(f"diff {repo} {left}..{right}"):
-            while True:
-                page = self.sdk.refs_api.diff_refs(
-                    repo, left, right, prefix=prefix, after=after, amount=PAGE
-                )
-                out += [Change(d.type, d.path) for d in page.results]
-                if not page.pagination.has_more:
-                    return out
-                after = page.pagination.next_offset
+            pages = _paged(self.sdk.refs_api.diff_refs, repo, left, right, prefix=prefix)
+            return [Change(d.type, d.path) for d in pages]
