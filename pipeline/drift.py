@@ -228,3 +228,137 @@ def describe(change: DriftChange) -> str:
     if change.from_ is not None or change.to is not None:
         detail += f" {change.from_ or '-'} -> {change.to or '-'}"
     return f"{where}: {detail} ({change.drift_class})"
+
+
+# ---- the status's drift baseline (contract §9 v1.1) --------------------------------------------
+
+
+def same_state(
+    old: Mapping[str, TableManifest],
+    new: Mapping[str, TableManifest],
+    old_keys: KeyConfig,
+    new_keys: KeyConfig,
+) -> bool:
+    """Whether two processed states of a ref are the same: same tables built from the same inputs
+    (manifest fingerprints cover raw data, contents, key config and processing version) and the
+    same key config. A re-sync of an unchanged ref compares equal, so it keeps its drift."""
+    return {t: m.fingerprint for t, m in old.items()} == {
+        t: m.fingerprint for t, m in new.items()
+    } and _normal_keys(old_keys) == _normal_keys(new_keys)
+
+
+def _normal_keys(keys: KeyConfig) -> dict[str, tuple[str, ...]]:
+    return {k: tuple(c.upper() for c in v) for k, v in keys.items()}
+
+
+def drift_base(
+    *,
+    last_synced: str | None,
+    last_synced_base: str | None,
+    unchanged_since_synced: bool,
+    first_base: str,
+) -> str:
+    """The commit whose manifests and key config the status's drift is measured against.
+
+    The drift shown is that of the newest change, against the synced state before it:
+
+    * the ref was synced before and something changed since (processing, a merge into it,
+      ``lakehook.yaml``): the last synced state, ``last_synced``;
+    * nothing changed since the last synced state (a re-sync, a replayed event, a commit that
+      touches no input): the baseline that state was measured against, so the drift stays;
+    * never synced: ``first_base``, what the ref held before lakehook first processed it (for a
+      new branch its source's tables, so it shows NONE; for a new repository nothing, so every
+      table is ADDITIVE ``dataset added``).
+    """
+    if last_synced is None:
+        return first_base
+    if unchanged_since_synced:
+        return last_synced_base or last_synced
+    return last_synced
+
+
+def drift_against(
+    base: Mapping[str, TableManifest],
+    current: Mapping[str, TableManifest],
+    *,
+    base_keys: KeyConfig,
+    keys: KeyConfig,
+) -> tuple[dict[str, Drift], dict[str, Drift]]:
+    """Drift of every current table from ``base``, and of every table ``base`` had that is gone.
+
+    Returns:
+        (table -> drift for the current tables, removed table -> its BREAKING drift).
+    """
+    drifts = {
+        table: classify(base.get(table), manifest, old_keys=base_keys, new_keys=keys)
+        for table, manifest in current.items()
+    }
+    removed = {
+        table: classify(manifest, None, old_keys=base_keys, new_keys=keys)
+        for table, manifest in sorted(base.items())
+        if table not in current
+    }
+    return drifts, removed
+
+
+# ---- keys that cannot agree across tables (contract §6) ----------------------------------------
+
+_NUMERIC_TYPES = ("integer", "bigint", "double", "real", "smallint", "tinyint")
+
+
+def type_family(table_type: str) -> str:
+    """The family a key part is canonicalised by (contract §6): text, numeric, date, timestamp
+    or boolean. Declared text, partialdate and undeclared columns are all ``varchar``: text."""
+    t = table_type.strip().lower()
+    if t in _NUMERIC_TYPES or _DECIMAL.match(t):
+        return "numeric"
+    if t == "date":
+        return "date"
+    if _TIMESTAMP.match(t):
+        return "timestamp"
+    if t == "boolean":
+        return "boolean"
+    return "text"
+
+
+def key_family_warnings(manifests: Mapping[str, TableManifest]) -> list[str]:
+    """One warning per key whose natural columns have different type families across datasets.
+
+    Such keys never match across those datasets (``"1"`` as text is not ``1`` as a number), so
+    the warning names the datasets of each family, e.g. ``key visit: ... VISITNUM numeric in
+    LBCH, SV, VS; VISITNUM text in MH``.
+    """
+    # key -> dataset -> column (upper) -> family
+    families: dict[str, dict[str, dict[str, str]]] = {}
+    for manifest in manifests.values():
+        types = {c.name: c.type for c in manifest.columns}
+        sources = {c.name: (c.source or c.name).upper() for c in manifest.columns}
+        for key, natural in manifest.keys.items():
+            per_column = families.setdefault(key, {}).setdefault(manifest.dataset, {})
+            for column in natural:
+                name = column_name(column)
+                if name in types:
+                    per_column[sources.get(name, column.upper())] = type_family(types[name])
+    warnings = []
+    for key in sorted(families):
+        datasets = families[key]
+        columns = sorted({c for cols in datasets.values() for c in cols})
+        differing = [
+            c for c in columns if len({cols[c] for cols in datasets.values() if c in cols}) > 1
+        ]
+        if not differing:
+            continue
+        groups: dict[str, list[str]] = {}
+        for dataset, cols in datasets.items():
+            signature = ", ".join(f"{c} {cols[c]}" for c in differing if c in cols)
+            groups.setdefault(signature, []).append(dataset)
+        described = "; ".join(
+            f"{signature} in {', '.join(sorted(names))}"
+            for signature, names in sorted(groups.items())
+        )
+        warnings.append(
+            f"key {key}: {', '.join(differing)} declared with different type families, so "
+            f"{key_column(key)} values never match across them: {described}. Declare "
+            f"{', '.join(differing)} with one type family in every dataset's contents"
+        )
+    return warnings

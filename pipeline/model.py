@@ -164,6 +164,29 @@ class TableStatus:
 
 
 @dataclass(frozen=True)
+class RemovedTable:
+    """A table the drift baseline had and the ref no longer has (contract §9 ``removed_tables``)."""
+
+    table: str
+    drift: Drift = field(default_factory=Drift)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "drift": self.drift.to_dict()}
+
+
+def _drift_from_dict(d: Mapping[str, Any]) -> Drift:
+    return Drift(
+        d["class"],
+        tuple(
+            DriftChange(
+                c["column"], c["change"], c.get("from"), c.get("to"), c.get("class", "NONE")
+            )
+            for c in d["changes"]
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class RefStatus:
     """Contract §9: the state of one branch or tag."""
 
@@ -181,6 +204,14 @@ class RefStatus:
     ] = ()  # {"table"|"dataset"|"file", "line", "column", "message", "hint"}
     reason: str = ""  # why pending/failed, in one line
     updated_at: float = 0.0
+    removed_tables: tuple[RemovedTable, ...] = ()
+    # Drift baseline (docs/drift.md): the commit whose manifests and key config the tables'
+    # drift is measured against — the synced state before the newest change.
+    drift_base: str | None = None
+    # The newest synced state (its head commit) and the baseline its drift was measured
+    # against; carried through pending/failed states so the next sync compares with them.
+    last_synced_commit: str | None = None
+    last_synced_drift_base: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -193,6 +224,10 @@ class RefStatus:
             "state": self.state,
             "reason": self.reason,
             "tables": [t.to_dict() for t in self.tables],
+            "removed_tables": [t.to_dict() for t in self.removed_tables],
+            "drift_base": self.drift_base,
+            "last_synced_commit": self.last_synced_commit,
+            "last_synced_drift_base": self.last_synced_drift_base,
             "warnings": list(self.warnings),
             "errors": list(self.errors),
             "updated_at": self.updated_at,
@@ -207,19 +242,7 @@ class RefStatus:
                 location=t["location"],
                 rows=t["rows"],
                 columns=tuple((c["name"], c["type"]) for c in t["columns"]),
-                drift=Drift(
-                    t["drift"]["class"],
-                    tuple(
-                        DriftChange(
-                            c["column"],
-                            c["change"],
-                            c.get("from"),
-                            c.get("to"),
-                            c.get("class", "NONE"),
-                        )
-                        for c in t["drift"]["changes"]
-                    ),
-                ),
+                drift=_drift_from_dict(t["drift"]),
                 invalid_values=t.get("invalid_values", {}),
                 null_keys=t.get("null_keys", {}),
                 fingerprint=t.get("fingerprint", ""),
@@ -240,6 +263,13 @@ class RefStatus:
             errors=tuple(d.get("errors", ())),
             reason=d.get("reason", ""),
             updated_at=d.get("updated_at", 0.0),
+            removed_tables=tuple(
+                RemovedTable(r["table"], _drift_from_dict(r["drift"]))
+                for r in d.get("removed_tables", [])
+            ),
+            drift_base=d.get("drift_base"),
+            last_synced_commit=d.get("last_synced_commit"),
+            last_synced_drift_base=d.get("last_synced_drift_base"),
         )
 
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lakehook.errors import NotFound
+from lakehook.errors import ConfigError, NotFound
 from lakehook.settings import Settings
 from pipeline import drift as drift_rules
 from pipeline import gate as gate_rules
 from pipeline import naming
+from pipeline.drift import KeyConfig
 from pipeline.metastore.repair import sync_and_verify
 from pipeline.metastore.sync import copy_schema
 from pipeline.metastore.verify import verify_ref
@@ -35,6 +36,7 @@ from pipeline.model import (
     Drift,
     GateDecision,
     RefStatus,
+    RemovedTable,
     TableManifest,
     TableRun,
     TableStatus,
@@ -56,6 +58,17 @@ def is_lakehook_commit(metadata: Mapping[str, str], committer: str, lakehook_use
     return metadata.get(ORIGIN_KEY) == ORIGIN_VALUE and committer == lakehook_user
 
 
+@dataclass(frozen=True)
+class _Baseline:
+    """What a ref's status drift is measured against, and the result."""
+
+    base: str  # the commit whose manifests and key config are the "before"
+    drifts: dict[str, Drift]
+    removed: tuple[RemovedTable, ...]
+    last_synced: str | None  # the previous synced state's head (None: never synced)
+    last_synced_base: str | None  # the baseline that synced state was measured against
+
+
 @dataclass
 class BranchService:
     """The ``pipeline.ports.Processor`` used by the server."""
@@ -67,6 +80,9 @@ class BranchService:
     recorder: Any = None  # pipeline.lineage.recorder.LineageRecorder, or None
     workdir: Path | None = None
     _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _keys_cache: OrderedDict[tuple[str, str], KeyConfig] = field(
         default_factory=OrderedDict, repr=False
     )
 
@@ -87,7 +103,6 @@ class BranchService:
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
         schema = self.schema_for(repo, branch)
         plan = plan_branch(self.lakefs, repo, branch)
-        before = read_manifests(self.lakefs, repo, plan.head_commit)
         previous = self.store.get_status(repo, branch)
         keys = dict(plan.config.keys)
 
@@ -101,13 +116,7 @@ class BranchService:
                 runs.append(run)
                 contexts.append(ctx)
             result = write_back(self.lakefs, plan, runs, scratch)
-            drifts = {
-                table: drift_rules.classify(
-                    before.get(table), manifest, old_keys=keys, new_keys=keys
-                )
-                for table, manifest in result.manifests.items()
-                if table in {r.table for r in runs if r.manifest is not None}
-            }
+            baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
             for ctx, run in zip(contexts, runs, strict=True):
                 if ctx is not None:
                     ctx.finish(
@@ -115,7 +124,7 @@ class BranchService:
                             run,
                             output_commit=result.output_commit,
                             schema=schema,
-                            drift=drifts.get(run.table, Drift()),
+                            drift=baseline.drifts.get(run.table, Drift()),
                         )
                     )
 
@@ -132,11 +141,12 @@ class BranchService:
                 previous.source_commit if previous else None,
                 "pending",
                 result.manifests,
-                drifts,
+                baseline.drifts,
                 previous,
                 warnings,
                 errors,
                 reason=result.pending_reason,
+                baseline=baseline,
             )
             self.store.put_status(status)
             return status
@@ -156,10 +166,11 @@ class BranchService:
             plan.source_commit,
             state,
             result.manifests,
-            drifts,
+            baseline.drifts,
             previous,
             warnings,
             errors,
+            baseline=baseline,
         )
         self.store.put_status(status)
         return status
@@ -268,6 +279,64 @@ class BranchService:
             is_lakehook_merge=False,
         )
 
+    # ---- drift baseline (contract §9 v1.1, docs/metastore.md "Drift in the status") ----------
+    def _state_at(self, repo: str, commit: str) -> tuple[dict[str, TableManifest], KeyConfig]:
+        """Manifests and key config at a commit (immutable, so cached)."""
+        manifests = self._manifests_at(repo, commit)
+        keys = self._keys_cache.get((repo, commit))
+        if keys is None:
+            try:
+                keys = dict(load_config(self.lakefs, repo, commit).keys)
+            except ConfigError:  # an invalid lakehook.yaml was never a synced state's config
+                keys = {}
+            self._keys_cache[(repo, commit)] = keys
+            while len(self._keys_cache) > 256:
+                self._keys_cache.popitem(last=False)
+        return manifests, keys
+
+    def _baseline(
+        self,
+        repo: str,
+        previous: RefStatus | None,
+        head_before: str,
+        manifests: Mapping[str, TableManifest],
+        keys: KeyConfig,
+    ) -> _Baseline:
+        """Drift of ``manifests`` against the ref's previous synced state, whatever changed it."""
+        last_synced = last_synced_base = None
+        if previous is not None:
+            last_synced = previous.last_synced_commit or (
+                previous.head_commit if previous.state == "synced" else None
+            )
+            last_synced_base = previous.last_synced_drift_base
+            if last_synced is None and previous.drift_base:
+                head_before = previous.drift_base  # never synced yet: keep the first baseline
+        unchanged = False
+        if last_synced is not None:
+            with contextlib.suppress(NotFound):
+                synced_manifests, synced_keys = self._state_at(repo, last_synced)
+                unchanged = drift_rules.same_state(synced_manifests, manifests, synced_keys, keys)
+        base = drift_rules.drift_base(
+            last_synced=last_synced,
+            last_synced_base=last_synced_base,
+            unchanged_since_synced=unchanged,
+            first_base=head_before,
+        )
+        try:
+            base_manifests, base_keys = self._state_at(repo, base)
+        except NotFound:  # the baseline commit is gone (garbage-collected): measure from here
+            base_manifests, base_keys = dict(manifests), keys
+        drifts, removed = drift_rules.drift_against(
+            base_manifests, manifests, base_keys=base_keys, keys=keys
+        )
+        return _Baseline(
+            base=base,
+            drifts=drifts,
+            removed=tuple(RemovedTable(t, d) for t, d in removed.items()),
+            last_synced=last_synced,
+            last_synced_base=last_synced_base,
+        )
+
     # ---- helpers ------------------------------------------------------------------------------
     def _commit_run(self, stack: contextlib.ExitStack, repo: str, branch: str, commit: str) -> Any:
         if self.recorder is None:
@@ -309,6 +378,7 @@ class BranchService:
         warnings: list[str],
         errors: list[dict[str, Any]],
         reason: str = "",
+        baseline: _Baseline | None = None,
     ) -> RefStatus:
         earlier = {t.table: t for t in previous.tables} if previous else {}
         tables = []
@@ -330,6 +400,7 @@ class BranchService:
                 )
             )
             warnings = warnings + [f"{table}: {w}" for w in manifest.warnings]
+        warnings = warnings + drift_rules.key_family_warnings(manifests)
         if state == "failed" and not reason:
             reason = f"{len(errors)} error(s): " + "; ".join(
                 str(e.get("message", e)) for e in errors[:3]
@@ -347,6 +418,16 @@ class BranchService:
             errors=tuple(errors),
             reason=reason,
             updated_at=time.time(),
+            removed_tables=baseline.removed if baseline else (),
+            drift_base=baseline.base if baseline else None,
+            last_synced_commit=(
+                head if state == "synced" else (baseline.last_synced if baseline else None)
+            ),
+            last_synced_drift_base=(
+                (baseline.base if state == "synced" else baseline.last_synced_base)
+                if baseline
+                else None
+            ),
         )
 
 

@@ -94,6 +94,16 @@ def _print_status(status: dict[str, Any]) -> None:
             f"  {t['table']:<24} {t['rows']:>10} rows  {len(t['columns']):>3} cols  "
             f"drift {t['drift']['class']:<13} invalid {invalid:<6} null keys {nulls}"
         )
+        for change in t["drift"].get("changes", []):
+            click.echo(f"      {_describe_change(change)}")
+    for r in status.get("removed_tables", []):
+        click.echo(
+            f"  {r['table']:<24} {'removed':>10}                 drift {r['drift']['class']}"
+        )
+        for change in r["drift"].get("changes", []):
+            click.echo(f"      {_describe_change(change)}")
+    if status.get("drift_base"):
+        click.echo(f"  drift measured against {status['drift_base'][:12]}")
     for w in status.get("warnings", []):
         click.echo(f"  warning: {w}")
     for e in status.get("errors", []):
@@ -101,6 +111,15 @@ def _print_status(status: dict[str, Any]) -> None:
         click.echo(f"  error: {where + ' ' if where else ''}{e.get('message', e)}")
         if e.get("hint"):
             click.echo(f"         -> {e['hint']}")
+
+
+def _describe_change(change: dict[str, Any]) -> str:
+    """One line per drift change, e.g. ``column age: type changed integer -> double (WIDENING)``."""
+    where = f"column {change['column']}" if change.get("column") else "table"
+    detail = change["change"]
+    if change.get("from") is not None or change.get("to") is not None:
+        detail += f" {change.get('from') or '-'} -> {change.get('to') or '-'}"
+    return f"{where}: {detail} ({change.get('class', 'NONE')})"
 
 
 @click.command()
