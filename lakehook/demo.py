@@ -42,8 +42,10 @@ def _lakehook(*args: str, env: dict[str, str] | None = None) -> None:
         )
 
 
-def _get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (our own URL)
+def _get_json(url: str, timeout: float = 5.0, token: str = "") -> Any:
+    headers = {"X-Lakehook-Token": token} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our own URL)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return json.loads(response.read())
 
 
@@ -143,7 +145,7 @@ def wait_for_state(
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            last = _get_json(url)
+            last = _get_json(url, token=settings.webhook_token)
         except (OSError, urllib.error.URLError, ValueError):
             last = {}
         if last.get("state") in states and (
@@ -193,8 +195,12 @@ def _print_query(settings: Settings, schema: str) -> None:
         host=host, port=port, user=settings.trino_user, catalog=settings.trino_catalog
     )
     cur = conn.cursor()
+    from pipeline.metastore.ddl import quoted
+
+    schema = quoted(schema, "schema")  # lakehook's own sanitised name, checked and quoted
+    # only the checked, double-quoted schema name is interpolated
     sql = (
-        f"SELECT s.siteid, count(DISTINCT p.patient_sk) AS patients, count(v.visit_sk) AS visits "
+        f"SELECT s.siteid, count(DISTINCT p.patient_sk) AS patients, count(v.visit_sk) AS visits "  # noqa: S608
         f"FROM {schema}.patients p JOIN {schema}.sites s ON p.site_sk = s.site_sk "
         f"LEFT JOIN {schema}.visits v ON v.patient_sk = p.patient_sk "
         f"GROUP BY s.siteid ORDER BY s.siteid LIMIT 10"

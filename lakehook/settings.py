@@ -8,7 +8,9 @@ Nothing in lakehook reads the environment anywhere else.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,9 @@ QUICKSTART_ACCESS_KEY_ID = "AKIAIOSFOLQUICKSTART"
 QUICKSTART_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105 (public demo key)
 
 ENV_PREFIX = "LAKEHOOK_"
+SECRET_SETTINGS = frozenset({"lakefs_secret_access_key", "webhook_token", "signing_key"})
+MIN_PUBLIC_TOKEN_LENGTH = 32
+SIGNING_KEY_FILE = "signing.key"
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,19 @@ class Settings:
 
     lakefs_url: str = "http://127.0.0.1:8000"
     lakefs_access_key_id: str = QUICKSTART_ACCESS_KEY_ID
-    lakefs_secret_access_key: str = QUICKSTART_SECRET_ACCESS_KEY
+    lakefs_secret_access_key: str = field(default=QUICKSTART_SECRET_ACCESS_KEY, repr=False)
     trino_url: str = "http://127.0.0.1:8080"
     trino_user: str = "lakehook"
     trino_catalog: str = "hive"
     hms_uri: str = "thrift://127.0.0.1:9083"
     metastore_api: str = "thrift"  # how tables are written: "thrift" (HMS) or "trino" (DDL)
     marquez_url: str = ""
-    webhook_token: str = "lakehook-dev-token"  # noqa: S105 (local stack only)
+    webhook_token: str = field(default="lakehook-dev-token", repr=False)  # noqa: S105 (loopback only)
+    # HMAC key of lakehook's signatures (contract §8 v1.1); empty: <state_dir>/signing.key
+    signing_key: str = field(default="", repr=False)
+    # lakeFS user id lakehook commits as, where it has its own (lakeFS Enterprise); empty:
+    # single-user lakeFS Community, where only the signature tells lakehook's commits apart
+    lakehook_user: str = ""
     listen: str = "127.0.0.1:8090"
     public_url: str = ""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
@@ -76,6 +86,36 @@ class Settings:
     @property
     def jobs_db(self) -> Path:
         return self.state_dir / "jobs.sqlite3"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.state_dir / SIGNING_KEY_FILE
+
+    @property
+    def listen_is_loopback(self) -> bool:
+        host = self.listen_host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+    def signing_secret(self) -> bytes:
+        """The signing key: ``signing_key``, else ``<state_dir>/signing.key`` (made once)."""
+        if self.signing_key:
+            return self.signing_key.encode("utf-8")
+        return ensure_signing_key(self.signing_key_file).encode("utf-8")
+
+    def check_serving(self) -> None:
+        """Refuse to listen beyond this machine with a guessable token (contract §9 v1.1)."""
+        if not self.listen_is_loopback and len(self.webhook_token) < MIN_PUBLIC_TOKEN_LENGTH:
+            raise ConfigError(
+                f"refusing to listen on {self.listen} (not a loopback address) with a "
+                f"LAKEHOOK_WEBHOOK_TOKEN of {len(self.webhook_token)} characters; set one of at "
+                f"least {MIN_PUBLIC_TOKEN_LENGTH}, e.g. "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
 
     @property
     def lineage_journal(self) -> Path:
@@ -173,6 +213,8 @@ class Settings:
         for f in dataclasses.fields(self):
             if f.name in {"workers", "job_max_attempts", "job_lease_seconds", "max_body_bytes"}:
                 continue
+            if f.name == "signing_key":  # the server reads <state_dir>/signing.key itself
+                continue
             out.append(
                 f"export {ENV_PREFIX}{f.name.upper()}={shlex.quote(str(getattr(self, f.name)))}"
             )
@@ -183,6 +225,49 @@ class Settings:
             + shlex.quote(self.lakefs_secret_access_key),
         ]
         return out
+
+
+def ensure_signing_key(path: Path) -> str:
+    """The key in ``path``; when it does not exist, a new random one, written once (0600).
+
+    Created with ``O_CREAT | O_EXCL``, so two processes racing both end up reading the one
+    key that won. Never logged.
+    """
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = ""
+    except OSError as err:
+        raise ConfigError(f"cannot read the signing key {path}: {err.strerror}") from None
+    if text:
+        return text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_written_key(path)
+    except OSError as err:
+        raise ConfigError(f"cannot create the signing key {path}: {err.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(key + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return key
+
+
+def _read_written_key(path: Path) -> str:
+    """The key another process is writing: wait briefly until it is complete."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        text = path.read_text(encoding="ascii")
+        if text.endswith("\n") or time.monotonic() > deadline:
+            if not text.strip():
+                raise ConfigError(f"the signing key {path} is empty; delete it to make a new one")
+            return text.strip()
+        time.sleep(0.01)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

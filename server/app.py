@@ -1,15 +1,16 @@
 """The CherryPy application (contract §2, §8, §9).
 
-``POST /webhooks/lakefs`` checks the token in constant time (401), the size (413) and the
-payload (400, with the reason); a post-event becomes a durable job and is answered ``202`` with
+``POST /webhooks/lakefs`` checks the token in constant time (401), the content type (415), the
+size (413) and the payload (400, with the reason); a post-event becomes a durable job and is answered ``202`` with
 its id; ``pre-merge`` is answered at once by the gate from recorded state (200 or 412 with the
-reason). Status, reconcile, job, health, readiness and metrics endpoints complete the API.
+reason). Status, reconcile, job, health, readiness and metrics endpoints complete the API;
+every ``/api/v1`` route needs the token too (``server.auth``), health, readiness and metrics
+stay open.
 Handlers never let an exception escape as a crash: input problems are 4xx, outages 503.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import socket
@@ -24,13 +25,14 @@ import cherrypy
 from lakehook.errors import InvalidEvent, LakehookError, NotFound, TransientError
 from lakehook.settings import Settings
 from pipeline.ports import LakeFS, Processor, StatusStore
+from server import auth
 from server import events as ev
 from server.jobs import JobQueue
 from server.metrics import Metrics
 from server.worker import Reconciler, ReconcilerPlugin, WorkerPool, mark
 
 log = logging.getLogger("lakehook.server")
-TOKEN_HEADER = "X-Lakehook-Token"  # noqa: S105 - a header name, not a secret
+TOKEN_HEADER = auth.TOKEN_HEADER
 
 
 @dataclass
@@ -63,10 +65,12 @@ class Webhooks:
         if request.method != "POST":
             cherrypy.response.headers["Allow"] = "POST"
             return _reply(405, {"error": "use POST"})
-        token = request.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(token.encode(), self.ctx.settings.webhook_token.encode()):
-            self.ctx.metrics.events.labels("unknown", "unauthorized").inc()
-            return _reply(401, {"error": f"missing or wrong {TOKEN_HEADER} header"})
+        refused = auth.problem(request.headers, request.method, self.ctx.settings.webhook_token)
+        if refused is not None:
+            status, message = refused
+            outcome = "unauthorized" if status == 401 else "invalid"
+            self.ctx.metrics.events.labels("unknown", outcome).inc()
+            return _reply(status, {"error": message})
         try:
             payload = json.loads(request.body.read() or b"null")
             event = ev.parse_event(payload)
@@ -221,6 +225,7 @@ def _json_error(**page: Any) -> str:
 
 def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     """Configure CherryPy, mount the app and subscribe workers and the reconciler."""
+    ctx.settings.check_serving()
     host, _, port = ctx.settings.listen.rpartition(":")
     cherrypy.config.update(
         {
@@ -239,7 +244,7 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     )
     root = Root(ctx)
     cherrypy.tree.mount(root, "/", {"/": {}})
-    cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": {}})
+    cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": auth.config(ctx.settings.webhook_token)})
     ctx.metrics.watch_jobs(ctx.queue.counts)
     if not with_workers:
         return None

@@ -12,13 +12,20 @@ from typing import Any
 import click
 
 from lakehook.cli import fails_cleanly, pass_settings
-from lakehook.errors import ServiceUnavailable
+from lakehook.errors import ConfigError, ServiceUnavailable
 from lakehook.settings import Settings
 
 
 def _call(settings: Settings, path: str, method: str = "GET") -> Any:
+    from server.auth import JSON, TOKEN_HEADER
+
     url = f"http://{settings.listen}{path}"
-    request = urllib.request.Request(url, method=method)  # noqa: S310
+    headers = {TOKEN_HEADER: settings.webhook_token, "Accept": JSON}
+    data = None
+    if method == "POST":
+        headers["Content-Type"] = JSON
+        data = b"{}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
@@ -26,6 +33,11 @@ def _call(settings: Settings, path: str, method: str = "GET") -> Any:
         body = err.read().decode("utf-8", "replace")
         if err.code == 404:
             return None
+        if err.code == 401:
+            raise ConfigError(
+                f"the lakehook server at {settings.listen} refused the token; set "
+                "LAKEHOOK_WEBHOOK_TOKEN to the server's token"
+            ) from None
         raise ServiceUnavailable(f"{url} answered {err.code}: {body}") from None
     except OSError as err:
         raise ServiceUnavailable(

@@ -20,6 +20,7 @@ def _fail(err: LakehookError) -> None:
 
 def stack_up(settings: Settings, clean: bool = False, echo: bool = True) -> None:
     """Install what is missing and start every component; returns once all answer."""
+    settings.signing_secret()  # made once in the state dir (0600); the server reads it there
     components = core_components(settings)
     if clean:
         for component in reversed(components):
@@ -108,6 +109,10 @@ def register(main: click.Group) -> None:
     @click.pass_obj
     def env(settings: Settings) -> None:
         """Print `export` lines for lakehook, lakectl and the Trino client."""
+        try:
+            settings.signing_secret()  # exists from now on; never printed
+        except LakehookError as err:
+            _fail(err)
         for line in settings.export_lines():
             click.echo(line)
         click.echo(f"export PATH={paths.lakectl_binary().parent}:$PATH")

@@ -40,6 +40,7 @@ from thrift.transport import TSocket, TTransport
 from lakehook.errors import NotFound, ServiceUnavailable, TerminalError
 from lakehook.settings import Settings
 from pipeline.adapters.trino_metastore import TrinoMetastore, decode_properties, encode_properties
+from pipeline.metastore import ddl
 from pipeline.ports import Column, TableDef
 
 T = TypeVar("T")
@@ -71,8 +72,19 @@ def trino_type(hive: str) -> str:
 
 
 def table_to_thrift(table: TableDef, owner: str) -> Any:
-    """The Thrift ``Table`` of an external Parquet table, as Trino's Hive connector writes it."""
-    columns = [hms.FieldSchema(c.name, hive_type(c.type), c.comment or None) for c in table.columns]
+    """The Thrift ``Table`` of an external Parquet table, as Trino's Hive connector writes it.
+
+    Names, types and location go through ``pipeline.metastore.ddl`` first: the metastore
+    stores type strings as given, and Trino would parse whatever it found there.
+
+    Raises:
+        UnsafeDefinition: a name, type or location outside those rules.
+    """
+    table = ddl.checked(table)
+    columns = [
+        hms.FieldSchema(c.name, ddl.parse_type(c.type).hive(), c.comment or None)
+        for c in table.columns
+    ]
     storage = hms.StorageDescriptor(
         cols=columns,
         location=table.location,
@@ -197,6 +209,7 @@ class HiveMetastore:
     def create_schema(
         self, schema: str, location: str | None = None, properties: Mapping[str, str] | None = None
     ) -> None:
+        ddl.identifier(schema, "schema")
         database = hms.Database(
             name=schema,
             description=None,
@@ -212,6 +225,7 @@ class HiveMetastore:
                 raise
 
     def drop_schema(self, schema: str) -> None:
+        ddl.identifier(schema, "schema")
         try:  # external tables: deleteData never touches the files
             self.call(
                 f"drop_database {schema}",
@@ -235,8 +249,8 @@ class HiveMetastore:
         return table_from_thrift(found.table)
 
     def create_table(self, table: TableDef) -> None:
+        thrift_table = table_to_thrift(table, self.owner)  # checked before anything is dropped
         self.drop_table(table.schema, table.name)
-        thrift_table = table_to_thrift(table, self.owner)
         try:
             self.call(
                 f"create_table {table.schema}.{table.name}",
@@ -249,6 +263,8 @@ class HiveMetastore:
             raise
 
     def drop_table(self, schema: str, table: str) -> None:
+        ddl.identifier(schema, "schema")
+        ddl.identifier(table, "table")
         try:
             self.call(
                 f"drop_table {schema}.{table}",

@@ -5,6 +5,11 @@ never deletes data. lakehook's table properties (source commit, manifest fingerp
 the table comment as ``lakehook {json}``: Trino's Hive connector shows the comment in
 ``SHOW CREATE TABLE``, so one query reads a whole definition (columns, location, properties).
 
+Every statement is built from ``pipeline.metastore.ddl`` parts only: identifiers checked
+against ``^[a-z0-9_]+$`` and double-quoted, types re-rendered from their closed value, literals
+escaped, the location checked to be the table's own directory. An unsafe definition is an
+``UnsafeDefinition`` before any SQL is sent.
+
 Vendor errors become ``lakehook.errors`` here and nowhere else: connection failures, HTTP 5xx,
 ``HIVE_METASTORE_ERROR`` and ``SERVER_STARTING_UP`` are ``ServiceUnavailable``; a missing
 schema or table is ``NotFound``; anything else is ``TerminalError`` naming the Trino error.
@@ -24,6 +29,7 @@ import trino.exceptions
 
 from lakehook.errors import NotFound, ServiceUnavailable, TerminalError
 from lakehook.settings import Settings
+from pipeline.metastore import ddl
 from pipeline.ports import Column, TableDef
 
 COMMENT_PREFIX = "lakehook "
@@ -50,13 +56,13 @@ _LOCATION = re.compile(r"""external_location\s*=\s*'((?:[^']|'')*)'""")
 
 
 def quote_identifier(name: str) -> str:
-    """``name`` as a double-quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+    """``name`` checked (``[a-z0-9_]+``) and double-quoted; ``UnsafeDefinition`` otherwise."""
+    return ddl.quoted(name)
 
 
 def quote_literal(value: str) -> str:
-    """``value`` as a single-quoted SQL string literal (newlines become spaces)."""
-    return "'" + value.replace("'", "''").replace("\n", " ").replace("\r", " ") + "'"
+    """``value`` as a single-quoted SQL string literal (control characters become spaces)."""
+    return ddl.comment_literal(value)
 
 
 def encode_properties(properties: Mapping[str, str]) -> str:
@@ -76,16 +82,21 @@ def decode_properties(comment: str | None) -> dict[str, str]:
 
 
 def create_table_sql(catalog: str, table: TableDef) -> str:
-    """``CREATE TABLE`` of an external Parquet table with its properties in the comment."""
+    """``CREATE TABLE`` of an external Parquet table with its properties in the comment.
+
+    Raises:
+        UnsafeDefinition: a name, type or location outside ``pipeline.metastore.ddl``'s rules.
+    """
+    table = ddl.checked(table)  # types below are rendered from their closed values
     columns = ",\n".join(
-        f"   {quote_identifier(c.name)} {c.type}"
-        + (f" COMMENT {quote_literal(c.comment)}" if c.comment else "")
+        f"   {ddl.quoted(c.name)} {ddl.parse_type(c.type).render()}"
+        + (f" COMMENT {ddl.comment_literal(c.comment)}" if c.comment else "")
         for c in table.columns
     )
     return (
-        f"CREATE TABLE {_qualified(catalog, table.schema, table.name)} (\n{columns}\n)\n"
-        f"COMMENT {quote_literal(encode_properties(table.properties))}\n"
-        f"WITH (external_location = {quote_literal(table.location)}, format = 'PARQUET')"
+        f"CREATE TABLE {ddl.qualified(catalog, table.schema, table.name)} (\n{columns}\n)\n"
+        f"COMMENT {ddl.literal(encode_properties(table.properties))}\n"
+        f"WITH (external_location = {ddl.literal(table.location)}, format = 'PARQUET')"
     )
 
 
@@ -116,8 +127,9 @@ def parse_show_create_table(schema: str, name: str, text: str) -> TableDef:
 
 
 def _qualified(catalog: str, schema: str, table: str | None = None) -> str:
+    """``"catalog"."schema"["table"]``, each part checked (``UnsafeDefinition`` otherwise)."""
     parts = [catalog, schema] + ([table] if table is not None else [])
-    return ".".join(quote_identifier(p) for p in parts)
+    return ddl.qualified(*parts)
 
 
 class TrinoMetastore:
@@ -188,7 +200,7 @@ class TrinoMetastore:
     ) -> None:
         sql = f"CREATE SCHEMA IF NOT EXISTS {_qualified(self.catalog, schema)}"
         if location:
-            sql += f" WITH (location = {quote_literal(location)})"
+            sql += f" WITH (location = {ddl.literal(location)})"
         self.query(sql)
 
     def drop_schema(self, schema: str) -> None:
@@ -212,8 +224,9 @@ class TrinoMetastore:
         return parse_show_create_table(schema.lower(), table.lower(), str(rows[0][0]))
 
     def create_table(self, table: TableDef) -> None:
+        sql = create_table_sql(self.catalog, table)  # checked before anything is dropped
         self.drop_table(table.schema, table.name)
-        self.query(create_table_sql(self.catalog, table))
+        self.query(sql)
 
     def drop_table(self, schema: str, table: str) -> None:
         try:
@@ -222,7 +235,9 @@ class TrinoMetastore:
             return
 
     def probe(self, schema: str, table: str) -> int:
-        rows = self.query(f"SELECT count(*) FROM {_qualified(self.catalog, schema, table)}")
+        # only checked, double-quoted identifiers (ddl.qualified) are interpolated
+        sql = f"SELECT count(*) FROM {_qualified(self.catalog, schema, table)}"  # noqa: S608
+        rows = self.query(sql)
         return int(rows[0][0])
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from lakehook.errors import LakehookError, TransientError
+from pipeline.metastore import ddl
 from pipeline.model import TableManifest
 from pipeline.naming import normalize_location, table_location
 from pipeline.ports import Column, Metastore, TableDef
@@ -164,15 +165,19 @@ def read_tables(
 def execute(
     metastore: Metastore, schema: str, plan: list[SyncAction], workers: int = DEFAULT_WORKERS
 ) -> SyncResult:
-    """Run ``plan``. Transient errors propagate; other per-table errors are collected."""
+    """Run ``plan``. Transient errors propagate; other per-table errors are collected.
+
+    Every name, type and location is checked (``ddl``) before the adapter sees it: an unsafe
+    definition fails its table only, and nothing of it is registered.
+    """
 
     def run(action: SyncAction) -> tuple[str, str] | None:
         try:
             if action.kind == DROP:
-                metastore.drop_table(schema, action.table)
+                metastore.drop_table(ddl.identifier(schema, "schema"), ddl.identifier(action.table))
             else:
                 assert action.definition is not None
-                metastore.create_table(action.definition)
+                metastore.create_table(ddl.checked(action.definition))
         except TransientError:
             raise
         except LakehookError as err:

@@ -73,6 +73,12 @@ class FakeMetastore:
             return self.schemas.get(schema.lower(), {}).get(table.lower())
 
     def create_table(self, table: TableDef) -> None:
+        from pipeline.metastore.ddl import UnsafeDefinition, checked
+
+        try:
+            checked(table)
+        except UnsafeDefinition as err:  # callers must check before a real adapter is reached
+            raise AssertionError(f"an unchecked definition reached the metastore: {err}") from err
         with self._lock:
             self._call("create_table", table.schema, table.name)
             tables = self._schema(table.schema)

@@ -131,9 +131,31 @@ def lakehook_server(stack_settings: Settings, tmp_path: Path) -> Iterator[Runnin
     server.stop()
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+def api_headers(token: str | None = None) -> dict[str, str]:
+    """Headers of a call to lakehook's API: the token (contract §9 v1.1) and JSON."""
+    return {
+        "X-Lakehook-Token": token or Settings.load().webhook_token,
+        "Content-Type": "application/json",
+    }
+
+
+def get_json(url: str, token: str | None = None) -> Any:
+    """GET a lakehook API URL with the token."""
+    request = urllib.request.Request(url, headers=api_headers(token))
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return json.loads(response.read())
+
+
+def post_json(url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """POST JSON to a lakehook URL with the token; (status, decoded body)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), headers=api_headers(token), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read() or b"null")
 
 
 def trino_query(settings: Settings, sql: str) -> list[Any]:

@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     get_json,
     install_actions,
     new_repository,
+    post_json,
     trino_query,
 )
 
@@ -131,10 +132,8 @@ def test_commit_is_processed_keyed_committed_back_and_queryable(
     assert visit == [[1535226055626573821]]
 
     # re-processing the same commit changes nothing: no new lakehook commit
-    req = urllib.request.Request(
-        f"{lakehook_server.url}/api/v1/repos/{study}/reconcile?branch=main", method="POST"
-    )
-    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
+    code, _ = post_json(f"{lakehook_server.url}/api/v1/repos/{study}/reconcile?branch=main")
+    assert code == 202
     again = wait_state(lakehook_server, study, "main", user_commit)
     assert again["state"] == "synced"
     assert client.branches_api.get_branch(study, "main").commit_id == head

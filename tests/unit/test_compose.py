@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from lakehook.errors import ConfigError
 from lakehook.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +54,27 @@ def test_credentials_and_token_agree(compose: dict[str, Any]) -> None:
     lakefs_env = compose["services"]["lakefs"]["environment"]
     assert lakefs_env["LAKEFS_INSTALLATION_ACCESS_KEY_ID"] == s.lakefs_access_key_id
     assert lakefs_env["LAKEFS_INSTALLATION_SECRET_ACCESS_KEY"] == s.lakefs_secret_access_key
-    assert s.webhook_token in lakefs_env["LAKEFSACTION_LAKEHOOK_TOKEN"]
     lakehook_env = compose["services"]["lakehook"]["environment"]
     assert lakehook_env["LAKEHOOK_TRINO_CATALOG"] == s.trino_catalog
-    assert s.webhook_token in lakehook_env["LAKEHOOK_WEBHOOK_TOKEN"]
-    assert Settings.load(
-        environ={k: str(v) for k, v in lakehook_env.items() if k.startswith("LAKEHOOK_")}
-    )
+    # one token for both sides, taken from the environment with no default (contract §9 v1.1)
+    token = lakehook_env["LAKEHOOK_WEBHOOK_TOKEN"]
+    assert token == lakefs_env["LAKEFSACTION_LAKEHOOK_TOKEN"]
+    for secret in (token, lakehook_env["LAKEHOOK_SIGNING_KEY"]):
+        assert secret.startswith(("${LAKEHOOK_WEBHOOK_TOKEN:?", "${LAKEHOOK_SIGNING_KEY:?"))
+        assert ":-" not in secret
+    given = {k: str(v) for k, v in lakehook_env.items() if k.startswith("LAKEHOOK_")}
+    given["LAKEHOOK_WEBHOOK_TOKEN"] = "x" * 32
+    given["LAKEHOOK_SIGNING_KEY"] = "k" * 64
+    settings = Settings.load(environ=given)
+    settings.check_serving()  # 0.0.0.0 with a 32-character token is allowed
+    with pytest.raises(ConfigError, match="not a loopback"):
+        Settings.load(environ={**given, "LAKEHOOK_WEBHOOK_TOKEN": "short"}).check_serving()
+
+
+def test_no_default_secret_in_the_file() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "lakehook-dev-token" not in text
+    assert Settings().webhook_token not in text
 
 
 def test_trino_catalog_matches_the_local_stack(compose: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pipeline.adapters.trino_metastore import (
     quote_identifier,
     quote_literal,
 )
+from pipeline.metastore.ddl import UnsafeDefinition
 from pipeline.ports import Column, TableDef
 
 TABLE = TableDef(
@@ -42,7 +43,9 @@ WITH (
 
 
 def test_quoting() -> None:
-    assert quote_identifier('a"b') == '"a""b"'
+    assert quote_identifier("a_b") == '"a_b"'
+    with pytest.raises(UnsafeDefinition, match="not a safe name"):
+        quote_identifier('a"b')
     assert quote_literal("it's\nfine") == "'it''s fine'"
 
 

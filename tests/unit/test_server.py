@@ -281,8 +281,15 @@ class App:
         )
         return self._open(request)
 
-    def get(self, path: str, method: str = "GET") -> tuple[int, Any]:
-        return self._open(urllib.request.Request(f"{self.url}{path}", method=method))
+    def get(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        if headers is None:
+            headers = {"X-Lakehook-Token": "t0ken", "Content-Type": "application/json"}
+        data = b"{}" if method == "POST" else None
+        return self._open(
+            urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+        )
 
     @staticmethod
     def _open(request: urllib.request.Request) -> tuple[int, Any]:
@@ -359,6 +366,51 @@ def test_token_size_and_payload_are_checked(app: App) -> None:
     assert status == 400
     assert "branch_id" in body["error"]
     assert app.post(None, raw=b"x" * 10000)[0] == 413
+
+
+def test_every_api_route_needs_the_token_but_health_does_not(app: App) -> None:
+    app.ctx.store.put_status(RefStatus("s", "v9", "branch", "s_v9", "h", "c", "synced"))
+    for path, method in [
+        ("/api/v1/repos/s/status", "GET"),
+        ("/api/v1/repos/s/branches/v9/status", "GET"),
+        ("/api/v1/repos/s/jobs", "GET"),
+        ("/api/v1/jobs/1", "GET"),
+        ("/api/v1/repos/s/reconcile", "POST"),
+        ("/api/v1/no/such/route", "GET"),
+    ]:
+        for headers in (
+            {},
+            {"X-Lakehook-Token": "wrong"},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic dDBrZW4="},
+        ):
+            code, body = app.get(
+                path, method, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert code == 401, (path, headers, code, body)
+            assert "t0ken" not in json.dumps(body)
+    assert app.get("/api/v1/repos/s/branches/v9/status")[0] == 200
+    bearer = {"Authorization": "Bearer t0ken"}
+    assert app.get("/api/v1/repos/s/branches/v9/status", headers=bearer)[0] == 200
+    for path in ("/healthz", "/metrics"):
+        assert app.get(path, headers={})[0] == 200
+
+
+def test_cross_site_form_posts_are_refused(app: App) -> None:
+    # what a page on another site can send without a CORS preflight: a form-encoded body,
+    # even carrying the token, never reaches the handler
+    form = {"X-Lakehook-Token": "t0ken", "Content-Type": "application/x-www-form-urlencoded"}
+    code, body = app.get("/api/v1/repos/s/reconcile", "POST", headers=form)
+    assert code == 415
+    assert "application/json" in body["error"]
+    for content_type in ("text/plain", "multipart/form-data; boundary=x", ""):
+        headers = {"X-Lakehook-Token": "t0ken", "Content-Type": content_type}
+        request = urllib.request.Request(
+            f"{app.url}/webhooks/lakefs", data=json.dumps(COMMIT).encode(), headers=headers
+        )
+        assert App._open(request)[0] == 415
+    # the same request as JSON gets through to the handler (which knows no repository s)
+    assert app.get("/api/v1/repos/s/reconcile", "POST")[0] in (202, 404)
 
 
 def test_post_event_is_a_durable_job_run_once(app: App) -> None:

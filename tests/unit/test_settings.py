@@ -41,3 +41,63 @@ def test_unknown_key_in_the_file_lists_the_known_ones(tmp_path: Path) -> None:
     config.write_text("wokers: 3\n")
     with pytest.raises(ConfigError, match="unknown setting 'wokers'.*workers"):
         Settings.load({"LAKEHOOK_CONFIG": str(config)})
+
+
+def test_repr_shows_no_secret() -> None:
+    settings = Settings.load(
+        {
+            "LAKEHOOK_WEBHOOK_TOKEN": "token-" + "t" * 40,
+            "LAKEHOOK_SIGNING_KEY": "signing-" + "k" * 40,
+            "LAKEHOOK_LAKEFS_SECRET_ACCESS_KEY": "secret-" + "s" * 40,
+        }
+    )
+    text = repr(settings) + str(settings)
+    for secret in ("t" * 40, "k" * 40, "s" * 40):
+        assert secret not in text
+    assert "lakefs_url" in text
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "refused"),
+    [
+        ("127.0.0.1:8090", "short", False),
+        ("localhost:8090", "short", False),
+        ("[::1]:8090", "short", False),
+        ("0.0.0.0:8090", "short", True),
+        ("10.1.2.3:8090", "x" * 31, True),
+        ("lakehook.example:8090", "x" * 31, True),
+        ("0.0.0.0:8090", "x" * 32, False),
+    ],
+)
+def test_a_public_listen_address_needs_a_long_token(listen: str, token: str, refused: bool) -> None:
+    settings = Settings.load({"LAKEHOOK_LISTEN": listen, "LAKEHOOK_WEBHOOK_TOKEN": token})
+    if refused:
+        with pytest.raises(ConfigError, match="not a loopback address.*at least 32") as err:
+            settings.check_serving()
+        assert token not in str(err.value)
+    else:
+        settings.check_serving()
+
+
+def test_signing_key_is_made_once_with_0600(tmp_path: Path) -> None:
+    settings = Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path / "state")})
+    key = settings.signing_secret()
+    path = tmp_path / "state" / "signing.key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(key) == 64
+    assert settings.signing_secret() == key  # read back, not made again
+    assert Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path / "state")}).signing_secret() == key
+    explicit = Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path), "LAKEHOOK_SIGNING_KEY": "k1"})
+    assert explicit.signing_secret() == b"k1"
+    assert not any("SIGNING" in line for line in settings.export_lines())
+
+
+def test_racing_processes_end_up_with_one_signing_key(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    from lakehook.settings import ensure_signing_key
+
+    path = tmp_path / "signing.key"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: ensure_signing_key(path), range(32)))
+    assert keys == {path.read_text().strip()}
