@@ -24,6 +24,11 @@ lint: install  ## ruff and mypy
 # names one, e.g. `LAKEHOOK_MARQUEZ_URL=http://127.0.0.1:5000 make test`.
 PYTEST_MARKERS := $(if $(LAKEHOOK_MARQUEZ_URL),,-m "not marquez")
 
+# The stack builds Marquez from its release's source; this repository's sibling shared/vendor
+# holds a copy (override with a path or URL).
+LAKEHOOK_MARQUEZ_SOURCE ?= $(wildcard $(abspath ../shared/vendor/marquez-0.51.1-src.tar.gz))
+export LAKEHOOK_MARQUEZ_SOURCE
+
 test: install  ## start the local stack (installing it on first use) and run every test
 	$(BIN)/lakehook stack up
 	$(BIN)/pytest $(PYTEST_MARKERS)

