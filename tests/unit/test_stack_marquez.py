@@ -21,8 +21,8 @@ from lakehook.stack.commands import stack_settings
 from lakehook.stack.webui import WebUIHandler
 
 
-def make_archive(path: Path, files: dict[str, bytes], compress: str = "gz") -> Path:
-    with tarfile.open(path, f"w:{compress}") as tar:
+def make_archive(path: Path, files: dict[str, bytes], xz: bool = False) -> Path:
+    with tarfile.open(path, "w:xz" if xz else "w:gz") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(f"marquez-0.51.1/{name}")
             info.size = len(data)
@@ -34,7 +34,7 @@ def test_source_digest_covers_api_and_web_but_not_docs_nor_compression(tmp_path:
     files = {"api/a.java": b"class A {}", "web/package.json": b"{}"}
     base = install.source_digest(make_archive(tmp_path / "a.tar.gz", files))
     extra = {**files, "web/docs/demo.gif": b"GIF", "clients/x.py": b"x", "LICENSE": b"L"}
-    assert install.source_digest(make_archive(tmp_path / "b.tar.xz", extra, "xz")) == base
+    assert install.source_digest(make_archive(tmp_path / "b.tar.xz", extra, xz=True)) == base
     changed = {**files, "api/a.java": b"class B {}"}
     assert install.source_digest(make_archive(tmp_path / "c.tar.gz", changed)) != base
 
