@@ -108,7 +108,11 @@ def incremental(rows: int, work: Path) -> list[str]:
         lakefs.upload_object("s", "main", path, data)
     lakefs.commit("s", "main", "delivery 1", {})
     service = BranchService(
-        Settings.load({}, None), lakefs, FakeMetastore(), MemoryStatusStore(), workdir=work
+        Settings.load({"LAKEHOOK_STATE_DIR": str(work / "state")}, None),
+        lakefs,
+        FakeMetastore(),
+        MemoryStatusStore(),
+        workdir=work,
     )
     start = time.perf_counter()
     service.sync_branch("s", "main")

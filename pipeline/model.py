@@ -65,6 +65,10 @@ class TableManifest:
     null_keys: Mapping[str, int] = field(default_factory=dict)
     keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # key -> natural columns used
     warnings: tuple[str, ...] = ()
+    # (v1.1) path -> (size, lakeFS checksum) of each file, and lakehook's signature over the
+    # rest (pipeline.provenance): only signed manifests whose files still match are trusted
+    file_fingerprints: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    signature: str = ""
 
     @property
     def path(self) -> str:
@@ -83,6 +87,10 @@ class TableManifest:
         )
         raw["keys"] = {k: tuple(v) for k, v in raw.get("keys", {}).items()}
         raw["warnings"] = tuple(raw.get("warnings", ()))
+        raw["file_fingerprints"] = {
+            str(path): (int(size), str(checksum))
+            for path, (size, checksum) in dict(raw.get("file_fingerprints", {})).items()
+        }
         return cls(**raw)
 
 

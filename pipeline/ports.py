@@ -249,6 +249,15 @@ class StatusStore(Protocol):
 
     def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None: ...
 
+    def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
+        """Record, durably and before asking lakeFS, that lakehook merges ``source_commit``
+        into ``destination`` (contract §8 v1.1: the gate lets only recorded merges through)."""
+        ...
+
+    def merge_recorded(self, repo: str, destination: str, source_commit: str) -> bool:
+        """Whether lakehook recorded that merge (``record_merge``)."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # The processor: what a server job runs

@@ -30,9 +30,6 @@ from pipeline.metastore.repair import sync_and_verify
 from pipeline.metastore.sync import copy_schema
 from pipeline.metastore.verify import verify_ref
 from pipeline.model import (
-    ORIGIN_KEY,
-    ORIGIN_VALUE,
-    SOURCE_COMMIT_KEY,
     Drift,
     GateDecision,
     RefStatus,
@@ -46,16 +43,12 @@ from pipeline.processing.config import load_config
 from pipeline.processing.plan import TableTask, plan_branch, read_manifests
 from pipeline.processing.table import process_table
 from pipeline.processing.writeback import write_back
+from pipeline.provenance import Provenance, is_working_branch_name
 
 log = logging.getLogger(__name__)
 
 BRANCH = "branch"
 TAG = "tag"
-
-
-def is_lakehook_commit(metadata: Mapping[str, str], committer: str, lakehook_user: str) -> bool:
-    """Marker and committer both say lakehook made it (contract §8)."""
-    return metadata.get(ORIGIN_KEY) == ORIGIN_VALUE and committer == lakehook_user
 
 
 @dataclass(frozen=True)
@@ -79,12 +72,20 @@ class BranchService:
     store: StatusStore
     recorder: Any = None  # pipeline.lineage.recorder.LineageRecorder, or None
     workdir: Path | None = None
+    # signs and verifies what lakehook writes; None: from settings (key in the state dir)
+    provenance: Provenance = field(default=None, repr=False)  # type: ignore[assignment]
     _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
         default_factory=OrderedDict, repr=False
     )
     _keys_cache: OrderedDict[tuple[str, str], KeyConfig] = field(
         default_factory=OrderedDict, repr=False
     )
+
+    def __post_init__(self) -> None:
+        if self.provenance is None:
+            self.provenance = Provenance.from_settings(self.settings, merges=self.store)
+        elif self.provenance.merges is None:
+            self.provenance = replace(self.provenance, merges=self.store)
 
     # ---- naming -------------------------------------------------------------------------------
     def schema_for(self, repo: str, ref: str, ref_type: str = BRANCH) -> str:
@@ -102,7 +103,7 @@ class BranchService:
     # ---- Processor ----------------------------------------------------------------------------
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
         schema = self.schema_for(repo, branch)
-        plan = plan_branch(self.lakefs, repo, branch)
+        plan = plan_branch(self.lakefs, repo, branch, self.provenance)
         previous = self.store.get_status(repo, branch)
         keys = dict(plan.config.keys)
 
@@ -115,7 +116,7 @@ class BranchService:
                 run = process_table(self.lakefs, plan, task, scratch)
                 runs.append(run)
                 contexts.append(ctx)
-            result = write_back(self.lakefs, plan, runs, scratch)
+            result = write_back(self.lakefs, plan, runs, scratch, self.provenance)
             baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
             for ctx, run in zip(contexts, runs, strict=True):
                 if ctx is not None:
@@ -195,9 +196,14 @@ class BranchService:
     def sync_tag(self, repo: str, tag: str) -> RefStatus:
         schema = self.schema_for(repo, tag, TAG)
         head = self.lakefs.resolve(repo, tag)
-        manifests = read_manifests(self.lakefs, repo, head)
+        check = self.provenance.check_manifests(self.lakefs, repo, head)
+        manifests = check.trusted
+        warnings = [
+            f"{path} {why}; not registered in the tag's schema (a tag is never rewritten)"
+            for path, why in sorted(check.rejected.values())
+        ]
         commit = self.lakefs.get_commit(repo, head)
-        source_commit = commit.metadata.get(SOURCE_COMMIT_KEY, head)
+        source_commit = self.provenance.source_commit_of(repo, commit)
         sync, problems = sync_and_verify(self.metastore, self.lakefs, repo, tag, schema, manifests)
         errors: list[dict[str, Any]] = [
             {"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed
@@ -214,7 +220,7 @@ class BranchService:
             manifests,
             {},
             None,
-            [],
+            warnings,
             errors,
         )
         self.store.put_status(status)
@@ -246,7 +252,7 @@ class BranchService:
         key = (repo, commit)
         cached = self._manifest_cache.get(key)
         if cached is None:
-            cached = read_manifests(self.lakefs, repo, commit)
+            cached = read_manifests(self.lakefs, repo, commit, self.provenance)
             self._manifest_cache[key] = cached
             while len(self._manifest_cache) > 256:
                 self._manifest_cache.popitem(last=False)
@@ -258,26 +264,35 @@ class BranchService:
         self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
     ) -> GateDecision:
         source_head = source_commit or self.lakefs.resolve(repo, source_ref)
-        commit = self.lakefs.get_commit(repo, source_head)
-        if is_lakehook_commit(commit.metadata, commit.committer, self.lakefs.whoami()) and (
-            source_ref.startswith("_lakehook")
-        ):
+        # lakehook's own merge only when lakehook recorded it before asking lakeFS (contract
+        # §8 v1.1): never a branch name, a prefix or metadata a person could copy
+        if self.provenance.is_lakehook_merge(repo, destination_branch, source_head):
             return GateDecision(True, ("lakehook's own merge",))
         destination_head = self.lakefs.branch_head(repo, destination_branch)
         destination_config = load_config(self.lakefs, repo, destination_head)
         source_config = load_config(self.lakefs, repo, source_head)
-        return gate_rules.decide(
+        decision = gate_rules.decide(
             destination_branch=destination_branch,
             protected=destination_config.gate_protected,
             allow=destination_config.gate_allow,
             source_status=self.store.get_status(repo, source_ref),
             source_head=source_head,
-            source_manifests=read_manifests(self.lakefs, repo, source_head),
-            destination_manifests=read_manifests(self.lakefs, repo, destination_head),
+            source_manifests=read_manifests(self.lakefs, repo, source_head, self.provenance),
+            destination_manifests=read_manifests(
+                self.lakefs, repo, destination_head, self.provenance
+            ),
             source_keys=source_config.keys,
             destination_keys=destination_config.keys,
             is_lakehook_merge=False,
         )
+        if not decision.allowed and is_working_branch_name(source_ref):
+            reserved = (
+                f"{source_ref} is named like a lakehook working branch, but lakehook did not "
+                "make this merge; lakehook never processes branches named _lakehook-*: "
+                "create the branch under another name, commit, and merge that"
+            )
+            return GateDecision(False, (reserved, *decision.reasons))
+        return decision
 
     # ---- drift baseline (contract §9 v1.1, docs/metastore.md "Drift in the status") ----------
     def _state_at(self, repo: str, commit: str) -> tuple[dict[str, TableManifest], KeyConfig]:

@@ -25,6 +25,7 @@ import cherrypy
 from lakehook.errors import InvalidEvent, LakehookError, NotFound, TransientError
 from lakehook.settings import Settings
 from pipeline.ports import LakeFS, Processor, StatusStore
+from pipeline.provenance import Provenance
 from server import auth
 from server import events as ev
 from server.jobs import JobQueue
@@ -47,6 +48,7 @@ class Context:
     metrics: Metrics
     reconciler: Reconciler
     wake: Callable[[], None] = lambda: None
+    provenance: Provenance | None = None  # None: from settings (key in the state dir)
 
 
 def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +59,7 @@ def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
 class Webhooks:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.provenance = ctx.provenance or Provenance.from_settings(ctx.settings, ctx.store)
 
     @cherrypy.expose
     @cherrypy.tools.json_out()
@@ -88,7 +91,7 @@ class Webhooks:
         }
         if event.event_type == ev.PRE_MERGE:
             return self._gate(event, extra)
-        reason = ev.ignored_because(event)
+        reason = ev.ignored_because(event, self.provenance)
         if reason is not None:
             self.ctx.metrics.events.labels(event.event_type, "ignored").inc()
             log.info("event ignored: %s", reason, extra=extra)

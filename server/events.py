@@ -1,7 +1,9 @@
 """lakeFS webhook payloads (contract §8) -> ``Event``; what lakehook does with each.
 
-Pure: a payload in, an ``Event`` or ``InvalidEvent`` out. ``job_for`` says which job an event
-becomes, or why it is ignored (lakehook's own branches and commits).
+Pure: a payload in, an ``Event`` or ``InvalidEvent`` out. ``ignored_because`` says why an
+event is ignored: lakehook's working branches, and commits whose metadata carries lakehook's
+signature (``pipeline.provenance``, the one place that decides "made by lakehook"). A marker
+without a valid signature is a person's commit like any other.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lakehook.errors import InvalidEvent
-from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE
-from pipeline.processing.plan import WORKING_PREFIX
+from pipeline.provenance import Provenance, is_working_branch_name
 
 POST_CREATE_BRANCH = "post-create-branch"
 POST_COMMIT = "post-commit"
@@ -100,13 +101,19 @@ def parse_event(payload: Any) -> Event:
     )
 
 
-def ignored_because(event: Event) -> str | None:
-    """Why lakehook ignores this event (its own working branches and commits), or None."""
-    own = event.branch.startswith(WORKING_PREFIX) or event.merge_source.startswith(WORKING_PREFIX)
-    if own and event.event_type != PRE_MERGE:
-        return f"lakehook's own working branch {event.branch or event.merge_source}"
-    if event.event_type in (POST_COMMIT, POST_MERGE) and (
-        event.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
+def ignored_because(event: Event, provenance: Provenance) -> str | None:
+    """Why lakehook ignores this event (its working branches, its signed commits), or None.
+
+    A webhook carries no parents, so a commit is recognised here by its signed metadata alone
+    (``Provenance.metadata_signed``); metadata copied onto another commit only delays that
+    commit until the reconciler compares heads, where the full rule applies.
+    """
+    if event.event_type == PRE_MERGE:
+        return None
+    if event.ref_type == "branch" and is_working_branch_name(event.branch):
+        return f"{event.branch} is in lakehook's working-branch namespace (_lakehook-*)"
+    if event.event_type in (POST_COMMIT, POST_MERGE) and provenance.metadata_signed(
+        event.repository, event.metadata, event.committer
     ):
-        return "a commit made by lakehook"
+        return "a commit made by lakehook (signed)"
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS job (
     worker TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     event TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS merge_record (
+    repo TEXT NOT NULL, destination TEXT NOT NULL, source_commit TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (repo, destination, source_commit));
 CREATE INDEX IF NOT EXISTS job_state ON job (state, not_before);
 CREATE INDEX IF NOT EXISTS job_key ON job (repo, ref_type, ref, state);
 """
@@ -73,6 +78,9 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+MERGE_RECORD_DAYS = 30
 
 
 class SqliteStatusStore:
@@ -129,3 +137,29 @@ class SqliteStatusStore:
                 "INSERT OR IGNORE INTO schema_name VALUES (?, ?, ?, ?)",
                 (repo, ref_type, ref, schema),
             )
+
+    def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
+        """Durably record that lakehook is about to merge ``source_commit`` into
+        ``destination`` (committed before this returns). Records older than
+        ``MERGE_RECORD_DAYS`` are pruned; every attempt records afresh."""
+        now = time.time()
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO merge_record VALUES (?, ?, ?, ?)",
+                (repo, destination, source_commit, now),
+            )
+            db.execute(
+                "DELETE FROM merge_record WHERE recorded_at < ?",
+                (now - MERGE_RECORD_DAYS * 86400,),
+            )
+
+    def merge_recorded(self, repo: str, destination: str, source_commit: str) -> bool:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT 1 FROM merge_record WHERE repo=? AND destination=? AND source_commit=?",
+                (repo, destination, source_commit),
+            )
+            .fetchone()
+        )
+        return row is not None

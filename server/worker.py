@@ -28,7 +28,7 @@ from lakehook.errors import NotFound, TerminalError, TransientError
 from lakehook.settings import Settings
 from pipeline.model import RefStatus
 from pipeline.ports import LakeFS, Processor, StatusStore
-from pipeline.processing.plan import WORKING_PREFIX
+from pipeline.provenance import is_working_branch_name
 from server.actions import has_actions
 from server.jobs import Job, JobQueue
 from server.metrics import Metrics
@@ -242,7 +242,7 @@ class Reconciler:
         jobs: list[int] = []
         seen: set[tuple[str, str]] = set()
         for ref in self.lakefs.list_branches(repo):
-            if ref.name.startswith(WORKING_PREFIX) or (only and ref.name != only):
+            if is_working_branch_name(ref.name) or (only and ref.name != only):
                 continue
             seen.add(("branch", ref.name))
             status = self.store.get_status(repo, ref.name)

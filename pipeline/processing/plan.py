@@ -17,31 +17,21 @@ from typing import Any
 
 from lakehook.errors import InputError, NotFound
 from pipeline import naming
-from pipeline.model import (
-    MANIFEST_PREFIX,
-    ORIGIN_KEY,
-    ORIGIN_VALUE,
-    PROCESSING_VERSION,
-    SOURCE_COMMIT_KEY,
-    TableManifest,
-)
-from pipeline.ports import Commit, LakeFS, ObjectInfo
+from pipeline.model import PROCESSING_VERSION, SOURCE_COMMIT_KEY, TableManifest
+from pipeline.ports import LakeFS, ObjectInfo
 from pipeline.processing.config import CONFIG_PATH, StudyConfig, parse_config
 from pipeline.processing.contents import Contents, DatasetContents, parse_contents
+from pipeline.provenance import (
+    BRANCH_KEY,
+    MANIFESTS_KEY,
+    WORKING_PREFIX,
+    Provenance,
+    describe_rejection,
+    manifests_digest,
+    working_branch,
+)
 
-WORKING_PREFIX = "_lakehook-"
-
-
-def working_branch(branch: str, source_commit: str) -> str:
-    """The lakehook working branch that carries outputs of ``source_commit`` to ``branch``."""
-    return f"{WORKING_PREFIX}{naming.sanitize(branch)}-{source_commit[:12]}"
-
-
-def source_commit_of(commit: Commit) -> str:
-    """The user's commit a head stands for: lakehook's commits name it in their metadata."""
-    if commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE:
-        return commit.metadata.get(SOURCE_COMMIT_KEY, commit.id)
-    return commit.id
+__all__ = ["WORKING_PREFIX", "working_branch"]
 
 
 def fingerprint(
@@ -89,6 +79,9 @@ class BranchPlan:
     errors: tuple[Mapping[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     ready_branch: str | None = None
+    # objects the write-back deletes: files under tables/ no trusted manifest lists, and
+    # manifests lakehook does not trust (contract §8 v1.1 "Signed outputs")
+    discard: tuple[str, ...] = ()
 
     @property
     def working_branch(self) -> str:
@@ -109,8 +102,49 @@ def make_plan(
     raw_objects: Sequence[ObjectInfo],
     manifests: Mapping[str, TableManifest],
     ready_branch: str | None = None,
+    rejected: Mapping[str, tuple[str, str]] | None = None,
+    stray: Sequence[str] = (),
 ) -> BranchPlan:
-    """Decide which datasets to process and which tables to remove. Pure."""
+    """Decide which datasets to process and which tables to remove. Pure.
+
+    ``manifests`` are the trusted ones only; ``rejected`` (table -> (path, why)) are manifests
+    lakehook does not trust: their tables count as never processed (rebuilt from raw), and
+    the status says so. ``stray`` files and rejected manifests are deleted by the write-back.
+    """
+    rejected = dict(rejected or {})
+    discard = tuple(sorted({*stray, *(path for path, _ in rejected.values())}))
+    plan = _make_plan(
+        repository,
+        branch,
+        head_commit,
+        source_commit,
+        config,
+        contents,
+        raw_objects,
+        manifests,
+        ready_branch,
+    )
+    if not rejected and not discard:
+        return plan
+    raw_of = {t.table: t.raw_path for t in plan.tasks}
+    warnings = [
+        describe_rejection(path, why, raw_of.get(table))
+        for table, (path, why) in sorted(rejected.items())
+    ]
+    return replace(plan, warnings=(*plan.warnings, *warnings), discard=discard)
+
+
+def _make_plan(
+    repository: str,
+    branch: str,
+    head_commit: str,
+    source_commit: str,
+    config: StudyConfig | InputError,
+    contents: Contents | InputError | None,
+    raw_objects: Sequence[ObjectInfo],
+    manifests: Mapping[str, TableManifest],
+    ready_branch: str | None,
+) -> BranchPlan:
     if isinstance(config, InputError):
         return BranchPlan(
             repository,
@@ -217,23 +251,25 @@ def key_family_warnings(contents: Contents, keys: Mapping[str, Sequence[str]]) -
     return out
 
 
-def read_manifests(lakefs: LakeFS, repo: str, ref: str) -> dict[str, TableManifest]:
-    """Every table manifest at ``ref``: table -> manifest."""
-    out: dict[str, TableManifest] = {}
-    for obj in lakefs.list_objects(repo, ref, MANIFEST_PREFIX):
-        if obj.path.endswith(".json"):
-            manifest = TableManifest.from_json(lakefs.read_object(repo, ref, obj.path))
-            out[manifest.table] = manifest
-    return out
+def read_manifests(
+    lakefs: LakeFS, repo: str, ref: str, provenance: Provenance
+) -> dict[str, TableManifest]:
+    """Every manifest at ``ref`` that lakehook trusts: table -> manifest.
+
+    Only manifests signed by lakehook whose Parquet files still match their fingerprints
+    count (``Provenance.check_manifests``); any other is treated as absent.
+    """
+    return provenance.check_manifests(lakefs, repo, ref).trusted
 
 
-def plan_branch(lakefs: LakeFS, repo: str, branch: str) -> BranchPlan:
+def plan_branch(lakefs: LakeFS, repo: str, branch: str, provenance: Provenance) -> BranchPlan:
     """Read the head of ``branch`` and plan its processing."""
     head = lakefs.branch_head(repo, branch)
     commit = lakefs.get_commit(repo, head)
-    source = source_commit_of(commit)
-    manifests = read_manifests(lakefs, repo, head)
-    ready = _ready_branch(lakefs, repo, branch, source)
+    source = provenance.source_commit_of(repo, commit)
+    check = provenance.check_manifests(lakefs, repo, head)
+    manifests = check.trusted
+    ready = _ready_branch(lakefs, repo, branch, source, provenance)
     try:
         config_data = (
             lakefs.read_object(repo, head, CONFIG_PATH)
@@ -244,7 +280,19 @@ def plan_branch(lakefs: LakeFS, repo: str, branch: str) -> BranchPlan:
     except InputError as err:
         config = err
     if isinstance(config, InputError):
-        return make_plan(repo, branch, head, source, config, None, [], manifests)
+        return make_plan(
+            repo,
+            branch,
+            head,
+            source,
+            config,
+            None,
+            [],
+            manifests,
+            None,
+            check.rejected,
+            check.stray,
+        )
     contents: Contents | InputError | None = None
     if lakefs.stat_object(repo, head, config.contents) is not None:
         try:
@@ -254,19 +302,43 @@ def plan_branch(lakefs: LakeFS, repo: str, branch: str) -> BranchPlan:
         except InputError as err:
             contents = err
     raw = lakefs.list_objects(repo, head, config.raw)
-    return make_plan(repo, branch, head, source, config, contents, raw, manifests, ready)
+    return make_plan(
+        repo,
+        branch,
+        head,
+        source,
+        config,
+        contents,
+        raw,
+        manifests,
+        ready,
+        check.rejected,
+        check.stray,
+    )
 
 
-def _ready_branch(lakefs: LakeFS, repo: str, branch: str, source: str) -> str | None:
+def _ready_branch(
+    lakefs: LakeFS, repo: str, branch: str, source: str, provenance: Provenance
+) -> str | None:
+    """The working branch holding lakehook's committed outputs of ``source``, if any.
+
+    Only when its head is lakehook's own commit (``Provenance.is_lakehook_commit``) for this
+    branch and source, and the manifests there are exactly the trusted ones it signed: a
+    branch a person made under that name is never merged as lakehook's.
+    """
     name = working_branch(branch, source)
     try:
         head = lakefs.branch_head(repo, name)
     except NotFound:
         return None
     commit = lakefs.get_commit(repo, head)
-    if (
-        commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
+    if not (
+        provenance.is_lakehook_commit(repo, commit)
         and commit.metadata.get(SOURCE_COMMIT_KEY) == source
+        and commit.metadata.get(BRANCH_KEY) == branch
     ):
-        return name
-    return None
+        return None
+    check = provenance.check_manifests(lakefs, repo, head)
+    if check.rejected or manifests_digest(check.trusted) != commit.metadata.get(MANIFESTS_KEY):
+        return None
+    return name

@@ -6,6 +6,12 @@
    and one commit is made with ``lakehook.origin=lakehook`` and ``lakehook.source_commit``.
 3. The working branch is merged into the user's branch with the same metadata, then deleted.
 
+Every manifest is sealed (file fingerprints + signature) and both commits are signed by
+``pipeline.provenance``; the merge is recorded in the job database right before lakeFS is
+asked for it, so the pre-merge gate knows it for lakehook's own. Objects the plan discards
+(files under ``tables/`` no trusted manifest lists, manifests lakehook does not trust) are
+deleted on the working branch first.
+
 A dirty user branch refuses the merge: the outputs wait, committed, on the working branch and
 the branch is ``pending``; the next attempt finds them (``BranchPlan.ready_branch``) and only
 merges. A crash before the commit leaves nothing visible; the retry starts the branch afresh.
@@ -21,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from lakehook.errors import NotFound, RefMoved, TerminalError
-from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE, SOURCE_COMMIT_KEY, TableManifest, TableRun
-from pipeline.ports import LakeFS
+from pipeline.model import TableManifest, TableRun
+from pipeline.ports import LakeFS, ObjectInfo
 from pipeline.processing.plan import BranchPlan, read_manifests
 from pipeline.processing.table import local_dir, table_prefix
+from pipeline.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +49,6 @@ class WriteBack:
     errors: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
 
-def provenance(plan: BranchPlan, tables: Sequence[str]) -> dict[str, str]:
-    return {
-        ORIGIN_KEY: ORIGIN_VALUE,
-        SOURCE_COMMIT_KEY: plan.source_commit,
-        "lakehook.branch": plan.branch,
-        "lakehook.tables": ",".join(tables),
-    }
-
-
 def resulting_manifests(plan: BranchPlan, runs: Sequence[TableRun]) -> dict[str, TableManifest]:
     """Manifests after the write-back: new ones replace, failed keep the old, removed go. Pure."""
     out = {t: m for t, m in plan.current.items() if t not in plan.removed}
@@ -61,18 +59,22 @@ def resulting_manifests(plan: BranchPlan, runs: Sequence[TableRun]) -> dict[str,
 
 
 def write_back(
-    lakefs: LakeFS, plan: BranchPlan, runs: Sequence[TableRun], scratch: Path
+    lakefs: LakeFS,
+    plan: BranchPlan,
+    runs: Sequence[TableRun],
+    scratch: Path,
+    provenance: Provenance,
 ) -> WriteBack:
     errors = [
         dict(r.error_detail or {"table": r.table, "message": r.error}) for r in runs if r.error
     ]
     repo, _branch = plan.repository, plan.branch
     if plan.ready_branch is not None:
-        manifests = read_manifests(lakefs, repo, plan.ready_branch)
-        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors)
+        manifests = read_manifests(lakefs, repo, plan.ready_branch, provenance)
+        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance)
     manifests = resulting_manifests(plan, runs)
     done = [r for r in runs if r.manifest is not None]
-    if not done and not plan.removed:
+    if not done and not plan.removed and not plan.discard:
         return WriteBack(None, manifests, errors=tuple(errors))
 
     work = plan.working_branch
@@ -80,26 +82,33 @@ def write_back(
         lakefs.delete_branch(repo, work)  # a stale attempt that never committed
     lakefs.create_branch(repo, work, plan.head_commit)
     written: list[str] = []
-    deleted: list[str] = []
+    deleted: list[str] = list(plan.discard)
+    for path in plan.discard:
+        with contextlib.suppress(NotFound):
+            lakefs.delete_object(repo, work, path)
     for run in done:
         assert run.manifest is not None
         keep = set(run.manifest.files)
+        uploaded: dict[str, ObjectInfo] = {}
         for path in run.manifest.files:
             with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
-                lakefs.upload_object(repo, work, path, data)
+                uploaded[path] = lakefs.upload_object(repo, work, path, data)
             written.append(path)
+        sealed = provenance.seal(run.manifest, uploaded)
+        manifests[run.table] = sealed
         for obj in lakefs.list_objects(repo, work, table_prefix(run.table)):
             if obj.path not in keep:
                 lakefs.delete_object(repo, work, obj.path)
                 deleted.append(obj.path)
-        lakefs.upload_object(repo, work, run.manifest.path, run.manifest.to_json())
-        written.append(run.manifest.path)
+        lakefs.upload_object(repo, work, sealed.path, sealed.to_json())
+        written.append(sealed.path)
     for table in plan.removed:
         for obj in lakefs.list_objects(repo, work, table_prefix(table)):
             lakefs.delete_object(repo, work, obj.path)
             deleted.append(obj.path)
         path = plan.current[table].path
-        lakefs.delete_object(repo, work, path)
+        with contextlib.suppress(NotFound):
+            lakefs.delete_object(repo, work, path)
         deleted.append(path)
     tables = sorted({r.table for r in done} | set(plan.removed))
     if not lakefs.uncommitted(repo, work):
@@ -109,9 +118,11 @@ def write_back(
         repo,
         work,
         f"lakehook: {len(tables)} table(s) from {plan.source_commit[:12]}: {', '.join(tables)}",
-        provenance(plan, tables),
+        provenance.commit_metadata(
+            repo, plan.branch, plan.source_commit, plan.head_commit, manifests, tables
+        ),
     )
-    return _merge(lakefs, plan, work, manifests, written, deleted, errors)
+    return _merge(lakefs, plan, work, manifests, written, deleted, errors, provenance)
 
 
 def _merge(
@@ -122,16 +133,18 @@ def _merge(
     written: Sequence[str],
     deleted: Sequence[str],
     errors: list[dict[str, Any]],
+    provenance: Provenance,
 ) -> WriteBack:
     repo, branch = plan.repository, plan.branch
     tables = sorted(manifests)
+    work_head = lakefs.branch_head(repo, work)
+    metadata = provenance.commit_metadata(
+        repo, branch, plan.source_commit, work_head, manifests, tables
+    )
+    provenance.record_merge(repo, branch, work_head)  # before lakeFS runs the pre-merge gate
     try:
         merged = lakefs.merge(
-            repo,
-            work,
-            branch,
-            f"lakehook: outputs of {plan.source_commit[:12]}",
-            provenance(plan, tables),
+            repo, work, branch, f"lakehook: outputs of {plan.source_commit[:12]}", metadata
         )
     except RefMoved as err:
         if lakefs.uncommitted(repo, branch):

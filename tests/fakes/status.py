@@ -13,6 +13,7 @@ class MemoryStatusStore:
     def __init__(self) -> None:
         self._statuses: dict[tuple[str, str, str], RefStatus] = {}
         self._schemas: dict[tuple[str, str, str], str] = {}
+        self.merges: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
     def get_status(self, repo: str, ref: str, ref_type: str = "branch") -> RefStatus | None:
@@ -36,3 +37,10 @@ class MemoryStatusStore:
     def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None:
         with self._lock:
             self._schemas[(repo, ref_type, ref)] = schema
+
+    def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
+        with self._lock:
+            self.merges.add((repo, destination, source_commit))
+
+    def merge_recorded(self, repo: str, destination: str, source_commit: str) -> bool:
+        return (repo, destination, source_commit) in self.merges

@@ -277,7 +277,11 @@ def test_generated_study_processes_cleanly(tmp_path: Path) -> None:
         lakefs.upload_object("s", "main", path, data)
     lakefs.commit("s", "main", "delivery 1", {})
     service = BranchService(
-        Settings.load({}, None), lakefs, FakeMetastore(), MemoryStatusStore(), workdir=tmp_path
+        Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path / "state")}, None),
+        lakefs,
+        FakeMetastore(),
+        MemoryStatusStore(),
+        workdir=tmp_path,
     )
     status = service.sync_branch("s", "main")
     assert not [e for e in status.errors if e.get("stage") != "verify"]

@@ -51,7 +51,7 @@ def service(lakefs: FakeLakeFS, tmp_path: Path) -> BranchService:
         metastore.set_rows(table_location(REPO, branch, "dm"), 2)
         metastore.set_rows(table_location(REPO, branch, "sv"), 2)
     return BranchService(
-        settings=Settings.load({}, None),
+        settings=Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path / "state")}, None),
         lakefs=lakefs,
         metastore=metastore,
         store=MemoryStatusStore(),

@@ -19,6 +19,7 @@ import pytest
 from lakehook.errors import InvalidEvent, ServiceUnavailable
 from lakehook.settings import Settings
 from pipeline.model import GateDecision, RefStatus
+from pipeline.provenance import Provenance
 from server import events as ev
 from server.actions import ActionFile, install, render, templates, validate
 from server.app import Context, mount
@@ -71,15 +72,29 @@ def test_bad_payloads_say_why(payload: Any, reason: str) -> None:
         ev.parse_event(payload)
 
 
-def test_lakehooks_own_events_are_ignored() -> None:
+def test_lakehooks_own_events_are_ignored_and_a_forged_marker_is_not() -> None:
+    provenance = Provenance(b"k" * 32)
+    signed = provenance.commit_metadata("s", "main", "c" * 64, "p" * 64, {}, ["dm"])
     own_branch = ev.Event("post-commit", "s", branch="_lakehook-main-abc")
-    own_commit = ev.Event(
-        "post-merge", "s", branch="main", metadata={"lakehook.origin": "lakehook"}
-    )
+    own_commit = ev.Event("post-merge", "s", branch="main", metadata=signed)
     user = ev.Event("post-commit", "s", branch="main")
-    assert ev.ignored_because(own_branch)
-    assert ev.ignored_because(own_commit)
-    assert ev.ignored_because(user) is None
+    assert ev.ignored_because(own_branch, provenance)
+    assert ev.ignored_because(own_commit, provenance)
+    assert ev.ignored_because(user, provenance) is None
+    # a marker typed by a person, or lakehook's metadata signed with another key or for
+    # another repository, is a person's commit
+    for metadata in (
+        {"lakehook.origin": "lakehook", "lakehook.source_commit": "c" * 64},
+        Provenance(b"other" * 8).commit_metadata("s", "main", "c" * 64, "p" * 64, {}),
+        {**signed, "lakehook.source_commit": "d" * 64},
+    ):
+        forged = ev.Event("post-commit", "s", branch="main", metadata=metadata)
+        assert ev.ignored_because(forged, provenance) is None
+    assert ev.ignored_because(replace(own_commit, repository="t"), provenance) is None
+    # where lakehook has its own lakeFS user, the committer must be that user too
+    enterprise = Provenance(b"k" * 32, lakehook_user="lakehook-bot")
+    assert ev.ignored_because(replace(own_commit, committer="alice"), enterprise) is None
+    assert ev.ignored_because(replace(own_commit, committer="lakehook-bot"), enterprise)
 
 
 # ---- action files -----------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def lakefs() -> FakeLakeFS:
 @pytest.fixture
 def service(lakefs: FakeLakeFS, tmp_path: Path) -> BranchService:
     return BranchService(
-        settings=Settings.load({}, None),
+        settings=Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path / "state")}, None),
         lakefs=lakefs,
         metastore=CountingMetastore(lakefs),
         store=MemoryStatusStore(),
