@@ -28,6 +28,7 @@ ENV_PREFIX = "LAKEHOOK_"
 SECRET_SETTINGS = frozenset({"lakefs_secret_access_key", "webhook_token", "signing_key"})
 MIN_PUBLIC_TOKEN_LENGTH = 32
 SIGNING_KEY_FILE = "signing.key"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # case-insensitive
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,9 @@ class Settings:
                 else:
                     kwargs[key] = str(raw)
             except ValueError:
+                kind = "a whole number" if isinstance(default, int) else "a number"
                 raise ConfigError(
-                    f"{env_name}={raw!r} is not a valid {type(default).__name__}"
+                    f"{env_name}={raw!r} is not valid: it must be {kind}, e.g. {default}"
                 ) from None
         settings = cls(**kwargs)
         settings.validate()
@@ -208,6 +210,11 @@ class Settings:
             raise ConfigError("LAKEHOOK_WORKERS must be at least 1")
         if not self.webhook_token:
             raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"LAKEHOOK_LOG_LEVEL={self.log_level!r} is not valid: it must be one of "
+                f"{', '.join(LOG_LEVELS)}"
+            )
 
     def export_lines(self) -> list[str]:
         """``export NAME=value`` lines for ``lakehook stack env``."""

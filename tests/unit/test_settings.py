@@ -29,6 +29,9 @@ def test_environment_overrides_file_overrides_defaults(tmp_path: Path) -> None:
         ({"LAKEHOOK_LISTEN": "8090"}, "LAKEHOOK_LISTEN"),
         ({"LAKEHOOK_RECONCILE_INTERVAL": "-1"}, "LAKEHOOK_RECONCILE_INTERVAL"),
         ({"LAKEHOOK_HMS_URI": "http://hms:9083"}, "LAKEHOOK_HMS_URI"),
+        ({"LAKEHOOK_LOG_LEVEL": "verbose"}, "LAKEHOOK_LOG_LEVEL='verbose'.*DEBUG, INFO, WARNING"),
+        ({"LAKEHOOK_WORKERS": "two"}, "LAKEHOOK_WORKERS='two'.*whole number"),
+        ({"LAKEHOOK_JOB_LEASE_SECONDS": "soon"}, "LAKEHOOK_JOB_LEASE_SECONDS='soon'.*a number"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -101,3 +104,31 @@ def test_racing_processes_end_up_with_one_signing_key(tmp_path: Path) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         keys = set(pool.map(lambda _: ensure_signing_key(path), range(32)))
     assert keys == {path.read_text().strip()}
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert Settings.load({"LAKEHOOK_LOG_LEVEL": "debug"}).log_level == "debug"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["status", "--repo", "study"]])
+def test_a_bad_setting_is_one_line_and_exit_1_without_traceback(
+    command: list[str], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LAKEHOOK_LOG_LEVEL": "verbose", "LAKEHOOK_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "LAKEHOOK_LOG_LEVEL='verbose'" in lines[0]
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in lines[0]
+    assert "Traceback" not in done.stderr
