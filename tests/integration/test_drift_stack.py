@@ -153,4 +153,3 @@ def test_removal_then_status_lists_removed_tables(
     assert removed["table"] == "sv"
     assert removed["drift"]["class"] == "BREAKING"
     assert removed["drift"]["changes"][0]["change"] == "dataset removed"
-
