@@ -100,7 +100,7 @@ def _status_reasons(status: RefStatus | None, head: str) -> list[str]:
         return [
             f"{where} is not synced: lakehook last finished {status.head_commit[:12] or 'nothing'}"
             f" but the head is {head[:12]}; wait for state synced (`lakehook status --repo "
-            f"{status.repository} --branch {status.ref}`) and merge again"
+            f"{status.repository} --{status.ref_type} {status.ref}`) and merge again"
         ]
     if status.state == "failed":
         errors = "; ".join(

@@ -271,11 +271,12 @@ class BranchService:
         destination_head = self.lakefs.branch_head(repo, destination_branch)
         destination_config = load_config(self.lakefs, repo, destination_head)
         source_config = load_config(self.lakefs, repo, source_head)
+        source_status, unknown_commit = self._source_status(repo, source_ref, source_head)
         decision = gate_rules.decide(
             destination_branch=destination_branch,
             protected=destination_config.gate_protected,
             allow=destination_config.gate_allow,
-            source_status=self.store.get_status(repo, source_ref),
+            source_status=source_status,
             source_head=source_head,
             source_manifests=read_manifests(self.lakefs, repo, source_head, self.provenance),
             destination_manifests=read_manifests(
@@ -292,7 +293,35 @@ class BranchService:
                 "create the branch under another name, commit, and merge that"
             )
             return GateDecision(False, (reserved, *decision.reasons))
+        if not decision.allowed and unknown_commit:
+            return GateDecision(False, (unknown_commit,))
         return decision
+
+    def _source_status(
+        self, repo: str, source_ref: str, source_head: str
+    ) -> tuple[RefStatus | None, str]:
+        """The recorded status the gate checks for a merge source given as branch, tag or
+        commit id: the branch's, the tag's, or for a bare commit the synced status of a ref
+        whose head it is. For a commit no ref stands for, ``(None, reason)``."""
+        if any(b.name == source_ref for b in self.lakefs.list_branches(repo)):
+            return self.store.get_status(repo, source_ref, BRANCH), ""
+        if any(t.name == source_ref for t in self.lakefs.list_tags(repo)):
+            return self.store.get_status(repo, source_ref, TAG), ""
+        synced = sorted(
+            (
+                s
+                for s in self.store.list_statuses(repo)
+                if s.head_commit == source_head and s.state == "synced"
+            ),
+            key=lambda s: (s.ref_type != BRANCH, s.ref),
+        )
+        if synced:
+            return synced[0], ""
+        return None, (
+            f"commit {source_head[:12]} is not the synced head of any branch or tag lakehook "
+            f"knows in {repo}, so lakehook has not checked what it would bring; merge from a "
+            f"branch or tag whose state is synced (`lakehook status --repo {repo}`)"
+        )
 
     # ---- drift baseline (contract §9 v1.1, docs/metastore.md "Drift in the status") ----------
     def _state_at(self, repo: str, commit: str) -> tuple[dict[str, TableManifest], KeyConfig]:

@@ -167,7 +167,7 @@ def lakefs() -> FakeLakeFS:
 @pytest.fixture
 def service(lakefs: FakeLakeFS, tmp_path: Path) -> BranchService:
     metastore = FakeMetastore()
-    for branch in ("main", "dev", "v2"):
+    for branch in ("main", "dev", "v2", "rc1", "good"):
         metastore.set_rows(table_location(REPO, branch, "dm"), 2)
         metastore.set_rows(table_location(REPO, branch, "ae"), 1)
     service = BranchService(
@@ -366,3 +366,46 @@ def test_a_branch_named_like_lakehooks_with_its_metadata_gets_the_gate(
     assert "named like a lakehook working branch" in decision.reasons[0]
     with pytest.raises(TerminalError, match="refused"):
         lakefs.merge(REPO, "_lakehook-x", "main", "sneak", dev_head.metadata)
+
+
+# ---- the gate's source: branch, tag or commit id -----------------------------------------------
+
+
+def _breaking_dev(lakefs: FakeLakeFS, service: BranchService) -> str:
+    deliver(lakefs, "main", BASE)
+    service.sync_branch(REPO, "main")
+    lakefs.create_branch(REPO, "dev", "main")
+    deliver(lakefs, "dev", {"raw/contents.csv": BREAKING_CONTENTS})
+    assert service.sync_branch(REPO, "dev").state == "synced"
+    return lakefs.branch_head(REPO, "dev")
+
+
+def test_gate_checks_a_tag_sources_own_status(lakefs: FakeLakeFS, service: BranchService) -> None:
+    dev_head = _breaking_dev(lakefs, service)
+    lakefs.create_tag(REPO, "rc1", dev_head)
+    unsynced = service.gate(REPO, "rc1", "main", dev_head)
+    assert not unsynced.allowed
+    assert "not been processed" in unsynced.reasons[0]
+    assert service.sync_tag(REPO, "rc1").state == "synced"
+    decision = service.gate(REPO, "rc1", "main", dev_head)
+    assert not decision.allowed
+    assert "BREAKING" in decision.reasons[0]
+    # a tag of main's own synced state brings nothing new
+    lakefs.create_tag(REPO, "good", lakefs.branch_head(REPO, "main"))
+    service.sync_tag(REPO, "good")
+    assert service.gate(REPO, "good", "main", lakefs.branch_head(REPO, "main")).allowed
+
+
+def test_gate_checks_a_bare_commit_by_a_synced_ref_at_it(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    dev_head = _breaking_dev(lakefs, service)
+    decision = service.gate(REPO, dev_head, "main", dev_head)  # lakectl merge <commit id>
+    assert not decision.allowed
+    assert "BREAKING" in decision.reasons[0]
+    older = lakefs.get_commit(REPO, dev_head).parents[0]
+    refused = service.gate(REPO, older, "main", older)
+    assert not refused.allowed
+    assert f"commit {older[:12]} is not the synced head of any branch or tag" in refused.reasons[0]
+    lakefs.create_branch(REPO, "feature", "main")
+    assert service.gate(REPO, older, "feature", older).allowed  # not protected
