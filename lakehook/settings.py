@@ -62,6 +62,7 @@ class Settings:
     job_max_attempts: int = 8
     job_lease_seconds: float = 120.0
     max_body_bytes: int = 1_048_576
+    max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     log_level: str = "INFO"
 
     # ---- derived values -------------------------------------------------------------------
@@ -208,6 +209,10 @@ class Settings:
             raise ConfigError("LAKEHOOK_RECONCILE_INTERVAL must be a positive number of seconds")
         if self.workers < 1:
             raise ConfigError("LAKEHOOK_WORKERS must be at least 1")
+        if self.max_columns < 1:
+            raise ConfigError(
+                f"LAKEHOOK_MAX_COLUMNS={self.max_columns} must be at least 1 (default 4096)"
+            )
         if not self.webhook_token:
             raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")
         if self.log_level.upper() not in LOG_LEVELS:

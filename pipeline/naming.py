@@ -33,6 +33,14 @@ def sanitize(name: str) -> str:
     return _OUTSIDE_IDENTIFIER.sub("_", name.lower())
 
 
+_MEANINGFUL = re.compile(r"[a-z0-9]")
+
+
+def is_meaningful(identifier: str) -> bool:
+    """Whether a sanitised name says anything: at least one letter or digit (not ``""``, ``_``)."""
+    return _MEANINGFUL.search(identifier) is not None
+
+
 def table_name(dataset: str) -> str:
     """The table name of a dataset (the CSV file's stem)."""
     return sanitize(dataset)

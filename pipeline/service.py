@@ -103,7 +103,7 @@ class BranchService:
     # ---- Processor ----------------------------------------------------------------------------
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
         schema = self.schema_for(repo, branch)
-        plan = plan_branch(self.lakefs, repo, branch, self.provenance)
+        plan = plan_branch(self.lakefs, repo, branch, self.provenance, self.settings.max_columns)
         previous = self.store.get_status(repo, branch)
         keys = dict(plan.config.keys)
 
@@ -113,7 +113,7 @@ class BranchService:
             contexts = []
             for task in plan.tasks:
                 ctx = self._table_run(lineage, parent, task, plan.contents_path, schema)
-                run = process_table(self.lakefs, plan, task, scratch)
+                run = process_table(self.lakefs, plan, task, scratch, self.settings.max_columns)
                 runs.append(run)
                 contexts.append(ctx)
             result = write_back(self.lakefs, plan, runs, scratch, self.provenance)

@@ -16,8 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lakehook.errors import InputError
+from lakehook.settings import Settings
 from pipeline.processing.types import VARCHAR, ColumnType, UnknownType, parse_declared
 
+MAX_COLUMNS = Settings.max_columns  # default of the setting (LAKEHOOK_MAX_COLUMNS)
 SIMPLE = "simple"
 SAS = "sas"
 _SIMPLE_REQUIRED = ("dataset", "column", "type")
@@ -50,8 +52,20 @@ class DatasetContents:
         text = json.dumps([c.to_json() for c in self.columns], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def errors(self, path: str) -> list[InputError]:
-        """Unknown declared types and duplicate declarations: errors for this dataset."""
+    def errors(self, path: str, max_columns: int = MAX_COLUMNS) -> list[InputError]:
+        """Unknown declared types, duplicate declarations and more than ``max_columns``
+        columns: errors for this dataset."""
+        if len(self.columns) > max_columns:
+            return [
+                InputError(
+                    f"dataset {self.dataset} declares {len(self.columns)} columns, more than "
+                    f"the limit of {max_columns} (setting max_columns, LAKEHOOK_MAX_COLUMNS)",
+                    file=path,
+                    line=self.columns[0].line,
+                    column="dataset",
+                    hint="split the dataset into narrower ones, or raise LAKEHOOK_MAX_COLUMNS",
+                )
+            ]
         out: list[InputError] = []
         seen: set[str] = set()
         for col in self.columns:
@@ -108,7 +122,7 @@ def _sas_type(type_text: str, fmt: str) -> str:
     return "double"
 
 
-def parse_contents(data: bytes, path: str) -> Contents:
+def parse_contents(data: bytes, path: str, max_columns: int = MAX_COLUMNS) -> Contents:
     """Parse a contents file in either layout.
 
     Raises:
@@ -133,6 +147,15 @@ def parse_contents(data: bytes, path: str) -> Contents:
         ) from None
     if not rows:
         raise InputError("empty contents file", file=path, line=1, hint="add a header row")
+    for number, row in enumerate(rows, start=1):  # before any per-column work
+        if len(row) > max_columns:
+            raise InputError(
+                f"a row of {len(row)} fields, more than the limit of {max_columns} "
+                "(setting max_columns, LAKEHOOK_MAX_COLUMNS)",
+                file=path,
+                line=number,
+                hint="the contents file has one row per column and a few fields per row",
+            )
     header = [h.strip().lower() for h in rows[0]]
     if all(h in header for h in _SIMPLE_REQUIRED):
         layout, name_col, col_col = SIMPLE, "dataset", "column"

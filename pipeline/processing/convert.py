@@ -10,6 +10,7 @@ or duplicate column names, an enormous field) raise ``InputError`` naming file, 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 from lakehook.errors import InputError
 from pipeline import naming
 from pipeline.model import OutputColumn
-from pipeline.processing.contents import DatasetContents
+from pipeline.processing.contents import MAX_COLUMNS, DatasetContents
 from pipeline.processing.keys import KeyHasher
 from pipeline.processing.types import VARCHAR, ColumnType, convert
 
@@ -77,11 +79,25 @@ class _Layout:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_header(path: Path, display: str) -> list[str]:
-    """The header row, validated: names present, unique after sanitising."""
-    head = _header_bytes(path)
+def read_header(path: Path, display: str, max_columns: int = MAX_COLUMNS) -> list[str]:
+    """The header row, validated: names present, unique after sanitising, at most
+    ``max_columns`` of them (checked before any per-column work)."""
+    return _read_header(path, display, max_columns)[0]
+
+
+def _read_header(path: Path, display: str, max_columns: int) -> tuple[list[str], int]:
+    """The validated header and its length in bytes (where the data rows start)."""
+    head, complete = _header_bytes(path)
+    size = path.stat().st_size
+    if not complete and size > len(head):
+        raise InputError(
+            f"the header row is longer than {BLOCK_SIZE >> 20} MiB",
+            file=display,
+            line=1,
+            hint="check the header row: it needs a line end, and its quotes must be closed",
+        )
     if not head.strip(b"\xef\xbb\xbf \r\n\t"):
-        if path.stat().st_size > len(head):
+        if size > len(head):
             raise InputError(
                 "the first line is empty",
                 file=display,
@@ -103,6 +119,14 @@ def read_header(path: Path, display: str) -> list[str]:
         raise InputError(
             f"unreadable header: {err}", file=display, line=1, hint="fix the header row"
         ) from None
+    if len(header) > max_columns:
+        raise InputError(
+            f"the header has {len(header)} columns, more than the limit of {max_columns} "
+            "(setting max_columns, LAKEHOOK_MAX_COLUMNS)",
+            file=display,
+            line=1,
+            hint="split the dataset into narrower files, or raise LAKEHOOK_MAX_COLUMNS",
+        )
     seen: dict[str, int] = {}
     for number, name in enumerate(header, start=1):
         if not name.strip():
@@ -123,24 +147,30 @@ def read_header(path: Path, display: str) -> list[str]:
                 hint="rename one of the columns",
             )
         seen[table_col] = number
-    return header
+    return header, len(head)
 
 
-def _header_bytes(path: Path, step: int = 1 << 16) -> bytes:
-    """The file's first bytes, up to the end of the header record (at most ``BLOCK_SIZE``)."""
+def _header_bytes(path: Path, step: int = 1 << 16) -> tuple[bytes, bool]:
+    """The file's first bytes up to the end of the header record (at most ``BLOCK_SIZE``), and
+    whether that end was found (or the file ended).
+
+    One pass: each piece read is scanned once, with the quote parity carried from the last.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    inside = False
     with path.open("rb") as raw:
-        head = raw.read(step)
-        while len(head) < BLOCK_SIZE:
-            end = head.find(b"\n")
-            while end != -1 and head.count(b'"', 0, end) % 2:  # newline inside a quoted name
-                end = head.find(b"\n", end + 1)
-            if end != -1:
-                return head[: end + 1]
+        while size < BLOCK_SIZE:
             more = raw.read(step)
             if not more:
-                return head
-            head += more
-    return head
+                return b"".join(pieces), True
+            end, inside = first_record_end(more, inside)
+            if end != -1:
+                pieces.append(more[: end + 1])
+                return b"".join(pieces), True
+            pieces.append(more)
+            size += len(more)
+    return b"".join(pieces), False
 
 
 def plan_columns(
@@ -222,10 +252,11 @@ def convert_file(
     block_size: int = BLOCK_SIZE,
     row_group: int = ROW_GROUP,
     rows_per_file: int = ROWS_PER_FILE,
+    max_columns: int = MAX_COLUMNS,
 ) -> ConvertResult:
     """Convert one dataset's CSV into Parquet files ``out_dir/part-NNNNN.parquet``."""
     display = display_path or str(csv_path)
-    header = read_header(csv_path, display)
+    header, header_size = _read_header(csv_path, display, max_columns)
     layout = plan_columns(header, declared, keys)
     schema = pa.schema(
         [
@@ -283,7 +314,7 @@ def convert_file(
                 names=table.column_names,
             )
 
-        chunks = _record_chunks(csv_path, len(_header_bytes(csv_path)), block_size)
+        chunks = _record_chunks(csv_path, header_size, block_size)
         for batch in _batches(chunks, parse):
             arrays = []
             for col in layout.columns:
@@ -324,27 +355,76 @@ def convert_file(
 def _record_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
     """The file after ``offset`` in pieces of about ``size`` bytes, each ending at a record end.
 
-    A piece is cut after the last newline outside quotes (an even number of ``"`` before it;
-    every piece starts outside quotes, so counting within the piece is enough). A record
-    longer than ``size`` (an enormous field or an unterminated quote) is a structural error.
+    A piece is cut after the last newline outside quotes. One pass over the bytes: each block
+    read is scanned once, the quote parity of the carried tail is kept (never recounted), so
+    the work is linear whatever the quoting. A record longer than ``size`` (an enormous field
+    or an unterminated quote) is a structural error.
     """
     with path.open("rb") as raw:
         raw.seek(offset)
         carry = b""
+        inside = False  # the carried tail ends inside quotes
         while data := raw.read(size):
-            buffer = carry + data
-            cut = buffer.rfind(b"\n")
-            while cut != -1 and buffer.count(b'"', 0, cut) % 2:
-                cut = buffer.rfind(b"\n", 0, cut)
+            cut, inside_after = last_record_end(data, inside)
             if cut == -1:
-                if len(buffer) > size:
+                if len(carry) + len(data) > size:
                     raise pa.ArrowInvalid("a record straddles the block limit")
-                carry = buffer
+                carry += data
+                inside = inside_after
                 continue
-            yield buffer[: cut + 1]
-            carry = buffer[cut + 1 :]
+            yield carry + data[: cut + 1]
+            carry = data[cut + 1 :]
+            inside = inside_after
         if carry.strip():
             yield carry
+
+
+_QUOTE, _NEWLINE, _COMMA = 0x22, 0x0A, 0x2C
+_ERROR_BLOCK = 1 << 16  # bytes read at a time on error paths
+_WINDOW = 1 << 16
+
+
+def first_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
+    """The first newline of ``data`` outside quotes (-1: none) and the quote state at the end.
+
+    ``inside`` is the state before ``data``. Vectorised in windows: linear, bounded memory.
+    """
+    state = inside
+    for start in range(0, len(data), _WINDOW):
+        window = np.frombuffer(data, np.uint8, min(_WINDOW, len(data) - start), start)
+        quotes = window == _QUOTE
+        parity = np.cumsum(quotes, dtype=np.uint8) & 1  # quotes up to and including each byte
+        outside = (parity.astype(np.bool_) == state) & (window == _NEWLINE)
+        hits = np.flatnonzero(outside)
+        if hits.size:
+            return start + int(hits[0]), inside ^ bool(data.count(b'"') & 1)
+        state ^= bool(parity[-1])
+    return -1, state
+
+
+def last_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
+    """The last newline of ``data`` outside quotes (-1: none) and the quote state at the end.
+
+    ``inside`` is the state before ``data``. The end state comes from one count; windows are
+    then scanned backwards from the end (usually one), so the work is linear and bounded.
+    """
+    end_state = inside ^ bool(data.count(b'"') & 1)
+    state = end_state  # the state after the window being scanned
+    stop = len(data)
+    width = _WINDOW
+    while stop > 0:
+        start = max(0, stop - width)
+        window = np.frombuffer(data, np.uint8, stop - start, start)
+        quotes = window[::-1] == _QUOTE
+        after = (np.cumsum(quotes, dtype=np.uint8) & 1)[::-1]  # quotes at or after each byte
+        outside = (after.astype(np.bool_) == state) & (window == _NEWLINE)
+        hits = np.flatnonzero(outside)
+        if hits.size:
+            return start + int(hits[-1]), end_state
+        state ^= bool(after[0])
+        stop = start
+        width = min(width * 4, 1 << 22)
+    return -1, end_state
 
 
 def _batches(
@@ -469,12 +549,19 @@ def _raise_invalid(
     bad = pc.and_(pc.is_valid(source), pc.is_null(typed))
     index = int(pc.index(bad, True).as_py())
     raise InputError(
-        f"value {source[index].as_py()!r} is not a valid {col.ctype.trino} (invalid_values: fail)",
+        f"value {_shown(source[index].as_py())} is not a valid {col.ctype.trino} "
+        "(invalid_values: fail)",
         file=display,
         line=rows_before + index + 2,
         column=col.out.source or col.out.name,
         hint="fix the value, or set invalid_values: report in lakehook.yaml to load it as NULL",
     )
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value for a message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _raise_structural(
@@ -502,31 +589,66 @@ def _raise_structural(
 
 
 def _raise_encoding(path: Path, display: str) -> None:
+    """Raise for the first bytes that are not UTF-8, reading the file in bounded blocks."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, column = 1, 1  # line and byte column at the start of the block
     with path.open("rb") as raw:
-        for number, line in enumerate(raw, start=1):
+        if raw.read(3) != b"\xef\xbb\xbf":
+            raw.seek(0)
+        while block := raw.read(_ERROR_BLOCK):
             try:
-                line.decode("utf-8-sig" if number == 1 else "utf-8")
+                decoder.decode(block)
             except UnicodeDecodeError as err:
+                # ``err.start`` counts from the decoder's buffered bytes (at most 3) + block
+                start = max(err.start - len(err.object) + len(block), 0)
+                before = block[:start]
+                newlines = before.count(b"\n")
+                at = start - before.rfind(b"\n") if newlines else column + start
                 raise InputError(
-                    f"bytes that are not UTF-8 ({line[err.start : err.start + 4]!r})",
+                    f"bytes that are not UTF-8 ({block[start : start + 4]!r})",
                     file=display,
-                    line=number,
-                    column=str(err.start + 1),
+                    line=line + newlines,
+                    column=str(at),
                     hint="save the file as UTF-8",
                 ) from None
+            newlines = block.count(b"\n")
+            line += newlines
+            column = len(block) - block.rfind(b"\n") if newlines else column + len(block)
     raise InputError("bytes that are not UTF-8", file=display, hint="save the file as UTF-8")
 
 
 def _first_bad_record(path: Path, width: int) -> tuple[int | None, str]:
-    """Physical line and reason of the first record whose field count differs from the header."""
-    with path.open(encoding="utf-8-sig", newline="", errors="replace") as text:
-        reader = csv.reader(text, strict=True)
-        start = 1
-        try:
-            for record in reader:
-                if len(record) != width and any(record):
-                    return start, f"{len(record)} fields where the header has {width}"
-                start = reader.line_num + 1
-        except csv.Error as err:
-            return start, f"broken quoting ({err})"
+    """Physical line and reason of the first record whose field count differs from the header.
+
+    One streaming pass in blocks of ``_ERROR_BLOCK`` bytes (vectorised, quote parity carried):
+    memory stays bounded whatever the length of a line; nothing is decoded or kept.
+    """
+    line = 1  # physical line at the start of the block
+    record_line, fields, length, inside = 1, 1, 0, False  # the record being read
+    with path.open("rb") as raw:
+        while block := raw.read(_ERROR_BLOCK):
+            data = np.frombuffer(block, np.uint8)
+            state = (np.cumsum(data == _QUOTE, dtype=np.uint8) & 1).astype(np.bool_) ^ inside
+            newline = data == _NEWLINE
+            ends = np.flatnonzero(newline & ~state)
+            commas = np.cumsum((data == _COMMA) & ~state, dtype=np.int64)
+            lines = np.cumsum(newline, dtype=np.int64)
+            previous = -1
+            for end in ends.tolist():  # records ending in this block
+                count = fields + int(commas[end]) - (int(commas[previous]) if previous >= 0 else 0)
+                size = length + end - previous - 1
+                blank = size == 0 or (size == 1 and block[end - 1 : end] == b"\r")
+                if count != width and not blank:
+                    return record_line, f"{count} fields where the header has {width}"
+                record_line = line + int(lines[end])
+                fields, length, previous = 1, 0, end
+            tail = int(commas[-1]) - (int(commas[previous]) if previous >= 0 else 0)
+            fields += tail
+            length += len(block) - previous - 1
+            inside = bool(state[-1])
+            line += int(lines[-1])
+    if inside:
+        return record_line, "a quote opened here is never closed"
+    if length and fields != width:
+        return record_line, f"{fields} fields where the header has {width}"
     return None, ""

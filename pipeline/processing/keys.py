@@ -12,12 +12,11 @@ whole run that no two canonical strings share a key.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,15 +26,17 @@ from pipeline.processing.types import (
     BOOLEAN,
     DATE,
     NUMERIC_KINDS,
+    PARTIALDATE,
+    TEXT,
     TIMESTAMP,
     ColumnType,
+    convert,
     finite_decimal,
 )
 
 VERSION = "v1"
 _MICRO = Decimal("1e-6")
-_TRUE = {"y", "yes", "true", "1", "t"}
-_FALSE = {"n", "no", "false", "0", "f"}
+_WIDE = Context(prec=400, rounding=ROUND_HALF_EVEN)  # any finite double quantizes exactly
 
 
 def text_part(value: str) -> str | None:
@@ -45,73 +46,62 @@ def text_part(value: str) -> str | None:
 
 
 def numeric_part(value: str) -> str | None:
-    """A number as written, rounded to 6 decimals (half even), without trailing zeros."""
+    """A number as written, rounded to 6 decimals (half even), without trailing zeros.
+
+    None for anything that is not a finite decimal number whose rounding fits 400 digits
+    (beyond any double); never an exception, whatever the size or exponent.
+    """
     number = finite_decimal(value)
     if number is None:
         return None
-    normal = number.quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize()
+    try:
+        normal = number.quantize(_MICRO, context=_WIDE).normalize(context=_WIDE)
+    except ArithmeticError:  # too large to write out: not a number any type accepts
+        return None
     if normal.is_zero():
         return "0"
     return format(normal, "f")
 
 
-def date_part(value: str) -> str | None:
-    from pipeline.processing.types import _parse_timestamp
+def parts_of(values: pa.Array, ctype: ColumnType | None) -> list[str | None]:
+    """Canonical parts of CSV ``values`` (string array, null = empty) of one declared type.
 
-    text = value.strip()
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.strptime(text.title(), "%d%b%Y").date().isoformat()
-    except ValueError:
-        parsed = _parse_timestamp(text)
-        return parsed.date().isoformat() if parsed else None
-
-
-def timestamp_part(value: str) -> str | None:
-    from pipeline.processing.types import _parse_timestamp
-
-    parsed = _parse_timestamp(value)
-    if parsed is None:
-        for fmt in ("%d%b%Y:%H:%M:%S", "%d%b%Y"):
-            try:
-                parsed = dt.datetime.strptime(value.strip().title(), fmt)
-                break
-            except ValueError:
-                continue
-    if parsed is None:
-        return None
-    text = parsed.strftime("%Y-%m-%dT%H:%M:%S")
-    millis = parsed.microsecond // 1000
-    return f"{text}.{millis:03d}" if millis else text
-
-
-def boolean_part(value: str) -> str | None:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return "true"
-    if lowered in _FALSE:
-        return "false"
-    return None
+    Validity is decided by ``types.convert``, the parser the table uses (contract §5 v1.1): a
+    value the table stores as NULL is a missing part here. Date and timestamp parts are the ISO
+    text of the parsed value; numeric parts are the text as written, canonicalised.
+    """
+    texts: list[str | None] = values.to_pylist()
+    if ctype is None or ctype.kind == TEXT:
+        return [None if v is None else text_part(v) for v in texts]
+    typed, _ = convert(values, ctype)
+    parsed = typed.to_pylist()
+    kind = ctype.kind
+    out: list[str | None] = []
+    for text, value in zip(texts, parsed, strict=True):
+        if text is None or value is None:
+            out.append(None)
+        elif kind in NUMERIC_KINDS:
+            out.append(numeric_part(text))
+        elif kind == PARTIALDATE:
+            out.append(text_part(text))
+        elif kind == BOOLEAN:
+            out.append("true" if value else "false")
+        elif kind == DATE:
+            out.append(value.isoformat())
+        elif kind == TIMESTAMP:
+            stamp = value.strftime("%Y-%m-%dT%H:%M:%S")
+            millis = value.microsecond // 1000
+            out.append(f"{stamp}.{millis:03d}" if millis else stamp)
+        else:  # pragma: no cover - every kind is handled above
+            raise AssertionError(f"unhandled kind {kind}")
+    return out
 
 
 def part(value: str | None, ctype: ColumnType | None) -> str | None:
-    """The canonical part of one natural key field; None when missing or unreadable."""
+    """The canonical part of one natural key field; None when missing or not valid."""
     if value is None:
         return None
-    if ctype is None:
-        return text_part(value)
-    if ctype.kind in NUMERIC_KINDS:
-        return numeric_part(value)
-    if ctype.kind == DATE:
-        return date_part(value)
-    if ctype.kind == TIMESTAMP:
-        return timestamp_part(value)
-    if ctype.kind == BOOLEAN:
-        return boolean_part(value)
-    return text_part(value)
+    return parts_of(pa.array([value], pa.string()), ctype)[0]
 
 
 def canonical(key: str, parts: Sequence[str]) -> str:
@@ -164,7 +154,7 @@ class KeyHasher:
         radix = 1
         for column, ctype in zip(columns, self.types, strict=True):
             encoded = pc.dictionary_encode(column)
-            parts = [part(v, ctype) for v in encoded.dictionary.to_pylist()]
+            parts = parts_of(encoded.dictionary, ctype)
             parts_per_column.append(parts)
             indexes = pc.cast(encoded.indices, pa.int64())
             usable = pc.take(pa.array([p is not None for p in parts], pa.bool_()), indexes)
@@ -196,10 +186,9 @@ class KeyHasher:
         return keys
 
     def _by_rows(self, columns: Sequence[pa.Array]) -> pa.Array:
-        rows = zip(*(c.to_pylist() for c in columns), strict=True)
+        per_column = [parts_of(c, t) for c, t in zip(columns, self.types, strict=True)]
         values: list[int | None] = []
-        for row in rows:
-            parts = [part(v, t) for v, t in zip(row, self.types, strict=True)]
+        for parts in zip(*per_column, strict=True):
             if any(p is None for p in parts):
                 values.append(None)
             else:

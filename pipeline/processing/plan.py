@@ -19,8 +19,8 @@ from lakehook.errors import InputError, NotFound
 from pipeline import naming
 from pipeline.model import PROCESSING_VERSION, SOURCE_COMMIT_KEY, TableManifest
 from pipeline.ports import LakeFS, ObjectInfo
-from pipeline.processing.config import CONFIG_PATH, StudyConfig, parse_config
-from pipeline.processing.contents import Contents, DatasetContents, parse_contents
+from pipeline.processing.config import StudyConfig, parse_config, read_config_bytes
+from pipeline.processing.contents import MAX_COLUMNS, Contents, DatasetContents, parse_contents
 from pipeline.provenance import (
     BRANCH_KEY,
     MANIFESTS_KEY,
@@ -104,6 +104,7 @@ def make_plan(
     ready_branch: str | None = None,
     rejected: Mapping[str, tuple[str, str]] | None = None,
     stray: Sequence[str] = (),
+    max_columns: int = MAX_COLUMNS,
 ) -> BranchPlan:
     """Decide which datasets to process and which tables to remove. Pure.
 
@@ -123,6 +124,7 @@ def make_plan(
         raw_objects,
         manifests,
         ready_branch,
+        max_columns,
     )
     if not rejected and not discard:
         return plan
@@ -144,6 +146,7 @@ def _make_plan(
     raw_objects: Sequence[ObjectInfo],
     manifests: Mapping[str, TableManifest],
     ready_branch: str | None,
+    max_columns: int,
 ) -> BranchPlan:
     if isinstance(config, InputError):
         return BranchPlan(
@@ -177,7 +180,19 @@ def _make_plan(
         rest = obj.path[len(config.raw) :]
         if "/" in rest or not rest.lower().endswith(".csv") or obj.path == config.contents:
             continue
-        datasets.setdefault(naming.table_name(rest[:-4]), []).append(obj)
+        table = naming.table_name(rest[:-4])
+        if not naming.is_meaningful(table):
+            errors.append(
+                {
+                    "table": table,
+                    "file": obj.path,
+                    "message": f"the file name {rest!r} gives no table name (a table name needs "
+                    "a letter or digit: the stem, lower-cased, [a-z0-9_] kept)",
+                    "hint": "rename the file, e.g. raw/dm.csv",
+                }
+            )
+            continue
+        datasets.setdefault(table, []).append(obj)
     if contents is None:
         warnings.append(f"{config.contents} not found: every dataset is processed as varchar")
     tasks: list[TableTask] = []
@@ -198,7 +213,7 @@ def _make_plan(
         obj = objs[0]
         dataset = obj.path[len(config.raw) : -4]
         declared = contents.for_dataset(dataset) if contents else None
-        problems = declared.errors(config.contents) if declared else []
+        problems = declared.errors(config.contents, max_columns) if declared else []
         if problems:
             errors += [_error(p, table=table, dataset=dataset) for p in problems]
             failed_tables.add(table)
@@ -210,18 +225,11 @@ def _make_plan(
         tasks.append(TableTask(table, dataset, obj.path, obj.checksum, declared, print_))
     if contents is not None:
         known = [o.path[len(config.raw) : -4] for objs in datasets.values() for o in objs]
-        for name in contents.unknown_datasets(known):
+        for name in contents.unknown_datasets(known):  # a warning (contract §5 v1.1)
             first = contents.datasets[name.lower()].columns[0].line
-            errors.append(
-                {
-                    "dataset": name,
-                    "file": config.contents,
-                    "line": first,
-                    "column": "dataset",
-                    "message": f"the contents declare dataset {name!r} but "
-                    f"{config.raw}{name}.csv does not exist",
-                    "hint": f"deliver {config.raw}{name}.csv or remove its rows from the contents",
-                }
+            warnings.append(
+                f"{config.contents}, line {first}: the contents declare dataset {name!r} but "
+                f"{config.raw}{name}.csv does not exist yet (nothing to process for it)"
             )
         warnings += key_family_warnings(contents, config.keys)
     removed = tuple(sorted(t for t in manifests if t not in datasets))
@@ -262,7 +270,9 @@ def read_manifests(
     return provenance.check_manifests(lakefs, repo, ref).trusted
 
 
-def plan_branch(lakefs: LakeFS, repo: str, branch: str, provenance: Provenance) -> BranchPlan:
+def plan_branch(
+    lakefs: LakeFS, repo: str, branch: str, provenance: Provenance, max_columns: int = MAX_COLUMNS
+) -> BranchPlan:
     """Read the head of ``branch`` and plan its processing."""
     head = lakefs.branch_head(repo, branch)
     commit = lakefs.get_commit(repo, head)
@@ -271,12 +281,7 @@ def plan_branch(lakefs: LakeFS, repo: str, branch: str, provenance: Provenance) 
     manifests = check.trusted
     ready = _ready_branch(lakefs, repo, branch, source, provenance)
     try:
-        config_data = (
-            lakefs.read_object(repo, head, CONFIG_PATH)
-            if lakefs.stat_object(repo, head, CONFIG_PATH)
-            else None
-        )
-        config: StudyConfig | InputError = parse_config(config_data)
+        config: StudyConfig | InputError = parse_config(read_config_bytes(lakefs, repo, head))
     except InputError as err:
         config = err
     if isinstance(config, InputError):
@@ -297,7 +302,7 @@ def plan_branch(lakefs: LakeFS, repo: str, branch: str, provenance: Provenance) 
     if lakefs.stat_object(repo, head, config.contents) is not None:
         try:
             contents = parse_contents(
-                lakefs.read_object(repo, head, config.contents), config.contents
+                lakefs.read_object(repo, head, config.contents), config.contents, max_columns
             )
         except InputError as err:
             contents = err
@@ -314,6 +319,7 @@ def plan_branch(lakefs: LakeFS, repo: str, branch: str, provenance: Provenance) 
         ready,
         check.rejected,
         check.stray,
+        max_columns,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from lakehook.errors import InputError, KeyCollision
 from pipeline.model import MANIFEST_PREFIX, PROCESSING_VERSION, TableManifest, TableRun
 from pipeline.ports import LakeFS, iter_chunks
+from pipeline.processing.contents import MAX_COLUMNS
 from pipeline.processing.convert import convert_file
 from pipeline.processing.plan import BranchPlan, TableTask
 
@@ -40,7 +41,13 @@ def download(lakefs: LakeFS, repo: str, ref: str, path: str, target: Path) -> No
         stream.close()
 
 
-def process_table(lakefs: LakeFS, plan: BranchPlan, task: TableTask, scratch: Path) -> TableRun:
+def process_table(
+    lakefs: LakeFS,
+    plan: BranchPlan,
+    task: TableTask,
+    scratch: Path,
+    max_columns: int = MAX_COLUMNS,
+) -> TableRun:
     started = time.time()
     base = TableRun(
         repository=plan.repository,
@@ -65,6 +72,7 @@ def process_table(lakefs: LakeFS, plan: BranchPlan, task: TableTask, scratch: Pa
             out_dir,
             display_path=task.raw_path,
             invalid_values=plan.config.invalid_values,
+            max_columns=max_columns,
         )
     except (InputError, KeyCollision) as err:
         detail = (

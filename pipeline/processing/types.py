@@ -1,9 +1,13 @@
 """Declared column types (contract §5) and vectorised conversion of CSV text to table types.
 
-A ``ColumnType`` is parsed from the contents file's declaration. ``convert`` turns one Arrow
-string array (the CSV field as written; empty field = null) into the declared Arrow type and
-returns how many non-null values did not fit (they become null). Fast paths use Arrow's own
-casts; only a batch that holds invalid values takes the slower, value-checking path.
+A ``ColumnType`` is parsed from the contents file's declaration. ``convert`` is the one parser
+per type (contract §5 v1.1): it turns one Arrow string array (the CSV field as written; empty
+field = null) into the declared Arrow type and returns how many non-null values did not fit
+(they become null). Table values and surrogate key parts (``keys.py``) both go through it, so
+they agree on what is valid whatever else is in the batch. Fast paths use Arrow's own casts
+(which accept a subset of each type's grammar and are checked for what they let through:
+non-finite doubles); a batch that holds anything else takes the slower, value-checking path.
+Nothing here raises for a value: numbers of any size or exponent are invalid values.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,11 +59,19 @@ _DECIMAL = re.compile(r"^decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 
 _INT_TEXT = r"^\s*[+-]?\d+(\.0*)?\s*$"
 _NUM_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_NUM_RE = re.compile(_NUM_TEXT)
+# SDTM --DTC: right-truncated or with missing middle parts ("-"); every part a real value
+_MONTH, _DAY = r"(0[1-9]|1[0-2])", r"(0[1-9]|[12]\d|3[01])"
+_HOUR, _MINUTE = r"([01]\d|2[0-3])", r"[0-5]\d"
 _DTC = (
-    r"^\s*(\d{4}|-)(-(\d{2}|-)(-(\d{2}|-)"
-    r"(T(\d{2}|-)(:(\d{2}|-)(:\d{2}(\.\d+)?)?)?([+-]\d{2}:?\d{2}|Z)?)?)?)?\s*$"
+    rf"^\s*(\d{{4}}|-)(-({_MONTH}|-)(-({_DAY}|-)"
+    rf"(T({_HOUR}|-)(:({_MINUTE}|-)(:{_MINUTE}(\.\d+)?)?)?([+-]\d{{2}}:?\d{{2}}|Z)?)?)?)?\s*$"
 )
-_ISO_TS = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?\s*$"
+_DTC_NO_SUCH_DAY = r"^\s*(\d{4}|-)-(02-3[01]|(04|06|09|11)-31)"  # never a real day
+_DTC_FULL_DATE = r"^\s*\d{4}-\d{2}-\d{2}"  # year, month and day given: the date must exist
+_ISO_TS = (
+    r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?)?\s*$"
+)
 _TRUE = ["y", "yes", "true", "1", "t"]
 _FALSE = ["n", "no", "false", "0", "f"]
 _SAS_DATE = "%d%b%Y"
@@ -157,7 +169,7 @@ def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
     if kind == TEXT:
         return source, 0
     if kind == PARTIALDATE:
-        result = _masked(source, _DTC)
+        result = _partial_dates(source)
         return result, _invalid_count(source, result)
     target = ctype.arrow
     try:  # fast path: clean data parses with Arrow's own cast
@@ -165,11 +177,37 @@ def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
             raise pa.ArrowInvalid("booleans take the mapped path")
         if ctype.sas and kind in (DATE, TIMESTAMP):
             raise pa.ArrowInvalid("SAS dates take the checked path")
-        return pc.cast(source, target), 0
+        if kind == DECIMAL and _unsafe_for_decimal_cast(source, ctype.precision):
+            raise pa.ArrowInvalid("values Arrow's decimal cast gets wrong take the checked path")
+        result = pc.cast(source, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    result = _checked(source, ctype)
+        result = _checked(source, ctype)
+    if kind == DOUBLE:  # NaN, Inf and numbers beyond the double range never fit
+        result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, pa.float64()))
     return result, _invalid_count(source, result)
+
+
+def _unsafe_for_decimal_cast(source: pa.Array, precision: int) -> bool:
+    """Values pyarrow 26's string -> decimal cast mishandles: more than 38 digits wrap around
+    silently (39 nines become a negative number) and an exponent like ``1e-999999999``
+    crashes the process (segmentation fault). Both go to the checked path instead."""
+    longest = pc.max(pc.binary_length(source)).as_py()
+    if longest is not None and int(longest) > precision + 2:
+        return True
+    return bool(pc.any(pc.match_substring(source, "e", ignore_case=True)).as_py())
+
+
+def _partial_dates(source: pa.Array) -> pa.Array:
+    """SDTM partial dates: the grammar with real parts; a full date must exist (2014-02-29)."""
+    result = _masked(source, _DTC)
+    impossible = pc.fill_null(pc.match_substring_regex(result, _DTC_NO_SUCH_DAY), False)
+    result = pc.if_else(impossible, pa.scalar(None, pa.string()), result)
+    full = pc.fill_null(pc.match_substring_regex(result, _DTC_FULL_DATE), False)
+    if pc.any(full).as_py():
+        day = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(result), 0, 10)
+        exists = pc.is_valid(_strict_date(day, "%Y-%m-%d"))
+        result = pc.if_else(pc.or_(pc.invert(full), exists), result, pa.scalar(None, pa.string()))
+    return result
 
 
 def _checked(source: pa.Array, ctype: ColumnType) -> pa.Array:
@@ -218,21 +256,45 @@ def _cast_each(text: pa.Array, target: pa.DataType, parse: type) -> pa.Array:
 
 
 def finite_decimal(text: str) -> Decimal | None:
-    """``text`` as a finite ``Decimal`` (surrounding blanks ignored), else None."""
+    """``text`` as a finite ``Decimal`` if it is a decimal number (contract §5), else None.
+
+    The grammar is the one of the table's numeric columns (no ``NaN``, ``Infinity``, ``1_000``
+    or surrounding text); any size and exponent parse, none raises.
+    """
+    if not _NUM_RE.match(text):
+        return None
     try:
         number = Decimal(text.strip())
-    except InvalidOperation:
+    except (ArithmeticError, ValueError):  # an exponent beyond what Decimal can hold
         return None
     return number if number.is_finite() else None
 
 
+def decimal_fits(number: Decimal, precision: int, scale: int) -> bool:
+    """Whether ``number`` is exactly a ``decimal(precision, scale)``: at most ``scale`` digits
+    after the point (trailing zeros aside) and at most ``precision - scale`` before it.
+
+    Decided from the digits and exponent alone: no arithmetic, so no size can overflow.
+    """
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite numbers only
+    text = "".join(map(str, digits)).rstrip("0")
+    if not text:  # zero
+        return True
+    exponent += len(digits) - len(text)
+    places = max(0, -exponent)
+    whole = max(0, len(text) + exponent)
+    return places <= scale and whole <= precision - scale
+
+
+_WIDE = Context(prec=400, rounding=ROUND_HALF_EVEN)  # wider than any value that fits a type
+
+
 def _decimal(value: str | None, ctype: ColumnType) -> Decimal | None:
     number = finite_decimal(value) if value is not None else None
-    if number is None:
-        return None
-    quantized = number.quantize(Decimal(1).scaleb(-ctype.scale))
-    digits = len(quantized.as_tuple().digits)
-    return quantized if digits <= ctype.precision else None
+    if number is None or not decimal_fits(number, ctype.precision, ctype.scale):
+        return None  # never rounded: more places than the scale is an invalid value
+    return number.quantize(Decimal(1).scaleb(-ctype.scale), context=_WIDE)
 
 
 def _strict_date(trimmed: pa.Array, fmt: str) -> pa.Array:

@@ -110,7 +110,9 @@ def test_integer_accepts_point_zero_and_counts_invalid() -> None:
 
 def test_double_decimal_boolean() -> None:
     assert _convert(["1.5", "-2e3", "abc"], "double") == ([1.5, -2000.0, None], 1)
-    assert _convert(["1.234", "12345678901"], "decimal(10,2)") == ([Decimal("1.23"), None], 1)
+    # never rounded (contract §5 v1.1): more places than the scale is invalid
+    assert _convert(["1.234", "12345678901"], "decimal(10,2)") == ([None, None], 2)
+    assert _convert(["1.23", "1.230"], "decimal(10,2)") == ([Decimal("1.23")] * 2, 0)
     assert _convert(["Y", "n", "TRUE", "0", "maybe"], "boolean") == (
         [True, False, True, False, None],
         1,
@@ -224,7 +226,7 @@ def test_long_quoted_header_spanning_reads(tmp_path: Path) -> None:
     names = [f'"col\n{i:05d}"' for i in range(20000)]  # > 64 KiB, newlines inside quotes
     csv = tmp_path / "wide.csv"
     csv.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
-    result = convert_file(csv, None, {}, tmp_path / "out")
+    result = convert_file(csv, None, {}, tmp_path / "out", max_columns=20000)
     assert result.rows == 1
     assert len(result.columns) == 20000
 
@@ -401,7 +403,9 @@ def test_plan_errors_for_collisions_and_undelivered_datasets() -> None:
     plan = make_plan("r", "main", "h", "s", StudyConfig(), contents, raw, {})
     assert plan.tasks == ()
     assert {e.get("file") for e in plan.errors} >= {"raw/A-B.csv", "raw/a_b.csv"}
-    assert any(e.get("dataset") == "lb" for e in plan.errors)
+    # a declared dataset with no CSV is a warning, not an error (contract §5 v1.1)
+    assert not any(e.get("dataset") == "lb" for e in plan.errors)
+    assert any("'lb'" in w and "does not exist" in w for w in plan.warnings)
 
 
 def test_plan_warns_when_key_columns_differ_in_type() -> None:

@@ -162,8 +162,10 @@ def test_bad_dataset_fails_alone_and_removed_dataset_removes_table(
     status = service.sync_branch(REPO, "main")
     assert {t.table for t in status.tables} == {"dm"}
     assert lakefs.list_objects(REPO, "main", "tables/sv/") == []
-    assert status.state == "failed"  # contents still declare sv
-    assert any(e.get("dataset") == "sv" for e in status.errors)
+    # contents still declare sv: a warning, not an error (contract §5 v1.1)
+    assert status.state == "synced"
+    assert not status.errors
+    assert any("'sv'" in w and "does not exist" in w for w in status.warnings)
 
 
 def test_unknown_type_fails_that_dataset(lakefs: FakeLakeFS, service: BranchService) -> None:
