@@ -5,7 +5,8 @@
     LakehookError                     (every error we raise)
     ├── TransientError                (retry with backoff: a service is down, a race lost)
     │   ├── ServiceUnavailable        (lakeFS, Trino, the metastore or Marquez did not answer)
-    │   └── RefMoved                  (a branch head moved under us; re-plan and retry)
+    │   ├── RefMoved                  (a branch head moved under us; re-plan and retry)
+    │   └── LeaseLost                 (this worker no longer holds its job: stop, write nothing)
     └── TerminalError                 (retrying changes nothing: record it and stop)
         ├── ConfigError               (settings or lakehook.yaml are wrong; says how to fix)
         ├── InputError                (a user's file is bad: names file, line, column, hint)
@@ -42,6 +43,14 @@ class ServiceUnavailable(TransientError):
 
 class RefMoved(TransientError):
     """A branch head moved while we worked on it."""
+
+
+class LeaseLost(TransientError):
+    """The job's claim expired or was taken over: stop at once, write nothing, mark nothing.
+
+    Another worker holds (or will hold) the job; whatever this one has not written yet is
+    written by that one.
+    """
 
 
 class TerminalError(LakehookError):

@@ -64,6 +64,8 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     log_level: str = "INFO"
+    fault_point: str = ""  # tests only (lakehook/faults.py); needs testing=True
+    testing: bool = False
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -220,6 +222,9 @@ class Settings:
                 f"LAKEHOOK_LOG_LEVEL={self.log_level!r} is not valid: it must be one of "
                 f"{', '.join(LOG_LEVELS)}"
             )
+        from lakehook import faults
+
+        faults.validate(self.fault_point, self.testing)
 
     def export_lines(self) -> list[str]:
         """``export NAME=value`` lines for ``lakehook stack env``."""
@@ -233,6 +238,8 @@ class Settings:
                 "job_lease_seconds",
                 "max_body_bytes",
                 "marquez_source",
+                "fault_point",
+                "testing",
             }:
                 continue
             if f.name == "signing_key":  # the server reads <state_dir>/signing.key itself

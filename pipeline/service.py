@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lakehook import faults, fence
 from lakehook.errors import ConfigError, NotFound
 from lakehook.settings import Settings
 from pipeline import drift as drift_rules
@@ -40,7 +41,7 @@ from pipeline.model import (
 )
 from pipeline.ports import LakeFS, Metastore, StatusStore
 from pipeline.processing.config import load_config
-from pipeline.processing.plan import TableTask, plan_branch, read_manifests
+from pipeline.processing.plan import BranchPlan, TableTask, plan_branch, read_manifests
 from pipeline.processing.table import process_table
 from pipeline.processing.writeback import write_back
 from pipeline.provenance import Provenance, is_working_branch_name
@@ -102,6 +103,7 @@ class BranchService:
 
     # ---- Processor ----------------------------------------------------------------------------
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        guard = fence.current()
         schema = self.schema_for(repo, branch)
         plan = plan_branch(self.lakefs, repo, branch, self.provenance, self.settings.max_columns)
         previous = self.store.get_status(repo, branch)
@@ -113,10 +115,11 @@ class BranchService:
             contexts = []
             for task in plan.tasks:
                 ctx = self._table_run(lineage, parent, task, plan.contents_path, schema)
+                faults.reached("after-lineage-start")
                 run = process_table(self.lakefs, plan, task, scratch, self.settings.max_columns)
                 runs.append(run)
                 contexts.append(ctx)
-            result = write_back(self.lakefs, plan, runs, scratch, self.provenance)
+            result = write_back(self.lakefs, plan, runs, scratch, self.provenance, guard)
             baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
             for ctx, run in zip(contexts, runs, strict=True):
                 if ctx is not None:
@@ -128,6 +131,9 @@ class BranchService:
                             drift=baseline.drifts.get(run.table, Drift()),
                         )
                     )
+        if not runs and not _finished(previous, plan.source_commit):
+            output = result.output_commit or plan.head_commit
+            self._complete_resumed(plan, result.manifests, schema, output)
 
         head = self.lakefs.branch_head(repo, branch)
         errors: list[dict[str, Any]] = [dict(e) for e in (*plan.errors, *result.errors)]
@@ -149,12 +155,15 @@ class BranchService:
                 reason=result.pending_reason,
                 baseline=baseline,
             )
+            guard.check()
             self.store.put_status(status)
             return status
 
+        guard.check()
         sync, problems = sync_and_verify(
             self.metastore, self.lakefs, repo, branch, schema, result.manifests
         )
+        faults.reached("after-verify")
         errors += [{"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed]
         errors += [{**p.to_dict(), "stage": "verify"} for p in problems]
         state = "failed" if errors else "synced"
@@ -173,6 +182,7 @@ class BranchService:
             errors,
             baseline=baseline,
         )
+        guard.check()
         self.store.put_status(status)
         return status
 
@@ -183,6 +193,7 @@ class BranchService:
         )
         source_schema = self.store.schema_mapping().get((repo, source_type, source_ref))
         if source_schema is not None:
+            fence.current().check()
             with contextlib.suppress(NotFound):
                 copy_schema(self.metastore, source_schema, schema, repo, branch)
         return self.sync_branch(repo, branch)
@@ -190,7 +201,9 @@ class BranchService:
     def delete_branch(self, repo: str, branch: str) -> None:
         schema = self.store.schema_mapping().get((repo, BRANCH, branch))
         if schema is not None:
+            fence.current().check()
             self.metastore.drop_schema(schema)
+        fence.current().check()
         self.store.delete_status(repo, branch, BRANCH)
 
     def sync_tag(self, repo: str, tag: str) -> RefStatus:
@@ -223,13 +236,16 @@ class BranchService:
             warnings,
             errors,
         )
+        fence.current().check()
         self.store.put_status(status)
         return status
 
     def delete_tag(self, repo: str, tag: str) -> None:
         schema = self.store.schema_mapping().get((repo, TAG, tag))
         if schema is not None:
+            fence.current().check()
             self.metastore.drop_schema(schema)
+        fence.current().check()
         self.store.delete_status(repo, tag, TAG)
 
     def metastore_problems(self, status: RefStatus) -> list[str]:
@@ -382,6 +398,34 @@ class BranchService:
         )
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _complete_resumed(
+        self,
+        plan: BranchPlan,
+        manifests: Mapping[str, TableManifest],
+        schema: str,
+        output_commit: str,
+    ) -> None:
+        """An interrupted job of this source commit wrote its tables but may not have ended
+        their lineage runs: end them now, under the same run ids (once: the journal is read)."""
+        if self.recorder is None:
+            return
+        for manifest in manifests.values():
+            if manifest.source_commit == plan.source_commit:
+                run = TableRun(
+                    repository=plan.repository,
+                    branch=plan.branch,
+                    source_commit=manifest.source_commit,
+                    table=manifest.table,
+                    dataset=manifest.dataset,
+                    raw_path=manifest.raw_path,
+                    raw_checksum=manifest.raw_checksum,
+                    contents_path=manifest.contents_path,
+                    output_commit=output_commit,
+                    manifest=manifest,
+                    schema=schema,
+                )
+                self.recorder.complete_resumed(run)
+
     def _commit_run(self, stack: contextlib.ExitStack, repo: str, branch: str, commit: str) -> Any:
         if self.recorder is None:
             return None
@@ -473,6 +517,15 @@ class BranchService:
                 else None
             ),
         )
+
+
+def _finished(previous: RefStatus | None, source_commit: str) -> bool:
+    """The recorded status already says ``source_commit`` was finished with."""
+    return (
+        previous is not None
+        and previous.source_commit == source_commit
+        and previous.state in ("synced", "failed")
+    )
 
 
 def build_processor(settings: Settings, status_store: StatusStore) -> BranchService:

@@ -18,6 +18,7 @@ catches, logs and counts any error: lineage problems never reach processing.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -97,6 +98,32 @@ class LineageRecorder:
         plan = TablePlan.of(run)
         started = run.started_at or self.clock()
         self.emit(lambda: events.table_start_event(plan, self.names, started, parent))
+        self.emit(lambda: events.table_end_event(run, self.names, parent, at=self._end(run)))
+
+    def completed(self, run_id: str) -> bool:
+        """Whether a COMPLETE of ``run_id`` is in the sink's journal (False without a journal).
+
+        Scans the journal: meant for resuming an interrupted job, not for every run.
+        """
+        journal = getattr(self.sink, "journal", None)
+        if journal is None:
+            return False
+        try:
+            for entry in journal.entries(0):
+                if run_id not in entry.text:
+                    continue
+                event = json.loads(entry.text)
+                if event.get("eventType") == "COMPLETE" and event["run"]["runId"] == run_id:
+                    return True
+        except (OSError, ValueError, KeyError, TypeError):
+            log.exception("lineage journal unreadable; treating run %s as not completed", run_id)
+        return False
+
+    def complete_resumed(self, run: TableRun) -> None:
+        """End a run an interrupted job started (same run id) unless its COMPLETE is journaled."""
+        if self.completed(TablePlan.of(run).run_id):
+            return
+        parent = CommitPlan(run.repository, run.branch, run.source_commit)
         self.emit(lambda: events.table_end_event(run, self.names, parent, at=self._end(run)))
 
     def emit(self, build: Callable[[], object]) -> bool:

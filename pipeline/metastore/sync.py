@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from lakehook import faults, fence
 from lakehook.errors import LakehookError, TransientError
 from pipeline.metastore import ddl
 from pipeline.model import TableManifest
@@ -169,9 +170,12 @@ def execute(
 
     Every name, type and location is checked (``ddl``) before the adapter sees it: an unsafe
     definition fails its table only, and nothing of it is registered.
+    The job's fence is checked before each change (the pool's threads do not inherit it).
     """
+    guard = fence.current()
 
     def run(action: SyncAction) -> tuple[str, str] | None:
+        guard.check()
         try:
             if action.kind == DROP:
                 metastore.drop_table(ddl.identifier(schema, "schema"), ddl.identifier(action.table))
@@ -182,6 +186,7 @@ def execute(
             raise
         except LakehookError as err:
             return action.table, f"{action.kind} failed: {err.message}"
+        faults.reached("after-metastore-change")
         return None
 
     failures = [f for f in parallel_map(run, plan, workers) if f is not None]

@@ -15,6 +15,13 @@ deleted on the working branch first.
 A dirty user branch refuses the merge: the outputs wait, committed, on the working branch and
 the branch is ``pending``; the next attempt finds them (``BranchPlan.ready_branch``) and only
 merges. A crash before the commit leaves nothing visible; the retry starts the branch afresh.
+
+Every step can be repeated after a crash, deciding from what lakeFS shows, never from what the
+job remembers: a working-branch commit already made is reused (``ready_branch``); a merge
+already made is recognised in the destination's history (a lakehook commit whose second parent
+is the working branch's head, ``find_merge``) and counts as done; a working branch already gone
+counts as deleted. Before each write the job's fence is checked (``lakehook.fence``), so a
+worker that lost its job writes nothing more.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakehook import faults
 from lakehook.errors import NotFound, RefMoved, TerminalError
-from pipeline.model import TableManifest, TableRun
+from lakehook.fence import UNFENCED, Fence
+from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE, SOURCE_COMMIT_KEY, TableManifest, TableRun
 from pipeline.ports import LakeFS, ObjectInfo
 from pipeline.processing.plan import BranchPlan, read_manifests
 from pipeline.processing.table import local_dir, table_prefix
@@ -58,12 +67,39 @@ def resulting_manifests(plan: BranchPlan, runs: Sequence[TableRun]) -> dict[str,
     return dict(sorted(out.items()))
 
 
+MERGE_SEARCH_DEPTH = 100  # destination commits searched for a merge already made
+
+
+def find_merge(lakefs: LakeFS, repo: str, branch: str, work_head: str, source: str) -> str | None:
+    """The lakehook merge of ``work_head`` into ``branch`` for ``source``, if already made.
+
+    Recognised by the destination's history: a commit carrying lakehook's origin and this
+    source commit whose parents include the working branch's head.
+    """
+    for commit in lakefs.log(repo, branch, limit=MERGE_SEARCH_DEPTH):
+        if (
+            work_head in commit.parents[1:]
+            and commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
+            and commit.metadata.get(SOURCE_COMMIT_KEY) == source
+        ):
+            return commit.id
+    return None
+
+
+def delete_working_branch(lakefs: LakeFS, repo: str, work: str, fence: Fence = UNFENCED) -> None:
+    """Delete a working branch; one already gone is as good as deleted."""
+    fence.check()
+    with contextlib.suppress(NotFound):
+        lakefs.delete_branch(repo, work)
+
+
 def write_back(
     lakefs: LakeFS,
     plan: BranchPlan,
     runs: Sequence[TableRun],
     scratch: Path,
     provenance: Provenance,
+    fence: Fence = UNFENCED,
 ) -> WriteBack:
     errors = [
         dict(r.error_detail or {"table": r.table, "message": r.error}) for r in runs if r.error
@@ -71,15 +107,17 @@ def write_back(
     repo, _branch = plan.repository, plan.branch
     if plan.ready_branch is not None:
         manifests = read_manifests(lakefs, repo, plan.ready_branch, provenance)
-        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance)
+        return _merge(
+            lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence
+        )
     manifests = resulting_manifests(plan, runs)
     done = [r for r in runs if r.manifest is not None]
     if not done and not plan.removed and not plan.discard:
         return WriteBack(None, manifests, errors=tuple(errors))
 
     work = plan.working_branch
-    with contextlib.suppress(NotFound):
-        lakefs.delete_branch(repo, work)  # a stale attempt that never committed
+    delete_working_branch(lakefs, repo, work, fence)  # a stale attempt that never committed
+    fence.check()
     lakefs.create_branch(repo, work, plan.head_commit)
     written: list[str] = []
     deleted: list[str] = list(plan.discard)
@@ -111,9 +149,11 @@ def write_back(
             lakefs.delete_object(repo, work, path)
         deleted.append(path)
     tables = sorted({r.table for r in done} | set(plan.removed))
+    faults.reached("after-upload")
     if not lakefs.uncommitted(repo, work):
-        lakefs.delete_branch(repo, work)
+        delete_working_branch(lakefs, repo, work, fence)
         return WriteBack(None, manifests, written=tuple(written), errors=tuple(errors))
+    fence.check()
     lakefs.commit(
         repo,
         work,
@@ -122,7 +162,8 @@ def write_back(
             repo, plan.branch, plan.source_commit, plan.head_commit, manifests, tables
         ),
     )
-    return _merge(lakefs, plan, work, manifests, written, deleted, errors, provenance)
+    faults.reached("after-working-commit")
+    return _merge(lakefs, plan, work, manifests, written, deleted, errors, provenance, fence)
 
 
 def _merge(
@@ -134,13 +175,23 @@ def _merge(
     deleted: Sequence[str],
     errors: list[dict[str, Any]],
     provenance: Provenance,
+    fence: Fence = UNFENCED,
 ) -> WriteBack:
     repo, branch = plan.repository, plan.branch
     tables = sorted(manifests)
     work_head = lakefs.branch_head(repo, work)
+    merged = find_merge(lakefs, repo, branch, work_head, plan.source_commit)
+    if merged is not None:  # an interrupted attempt merged already: finish its clean-up
+        log.info("outputs of %s were merged already (%s)", plan.source_commit[:12], merged[:12])
+        delete_working_branch(lakefs, repo, work, fence)
+        faults.reached("after-working-branch-delete")
+        return WriteBack(
+            merged, manifests, "", tuple(written), tuple(deleted), errors=tuple(errors)
+        )
     metadata = provenance.commit_metadata(
         repo, branch, plan.source_commit, work_head, manifests, tables
     )
+    fence.check()
     provenance.record_merge(repo, branch, work_head)  # before lakeFS runs the pre-merge gate
     try:
         merged = lakefs.merge(
@@ -158,6 +209,12 @@ def _merge(
             )
         raise err
     except TerminalError as err:
+        found = find_merge(lakefs, repo, branch, work_head, plan.source_commit)
+        if found is not None:  # made by a concurrent attempt (a worker that lost its lease)
+            delete_working_branch(lakefs, repo, work, fence)
+            return WriteBack(
+                found, manifests, "", tuple(written), tuple(deleted), errors=tuple(errors)
+            )
         errors.append(
             {
                 "stage": "write-back",
@@ -169,6 +226,7 @@ def _merge(
         return WriteBack(
             None, plan.current, "", tuple(written), tuple(deleted), errors=tuple(errors)
         )
-    with contextlib.suppress(NotFound):
-        lakefs.delete_branch(repo, work)
+    faults.reached("after-merge")
+    delete_working_branch(lakefs, repo, work, fence)
+    faults.reached("after-working-branch-delete")
     return WriteBack(merged, manifests, "", tuple(written), tuple(deleted), errors=tuple(errors))

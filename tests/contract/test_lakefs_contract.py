@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from lakehook.errors import NotFound, RefMoved
+from lakehook.errors import NotFound, RefMoved, TerminalError
 from lakehook.settings import Settings
 from pipeline.ports import LakeFS
 from tests.fakes.lakefs import FakeLakeFS
@@ -76,6 +76,27 @@ def test_branches_merge_and_dirty_destination(lakefs: LakeFS, repo: str) -> None
     lakefs.delete_branch(repo, "work")
     with pytest.raises(NotFound):
         lakefs.branch_head(repo, "work")
+
+
+def test_a_merge_already_made_is_refused_as_no_changes(lakefs: LakeFS, repo: str) -> None:
+    """Merging the same source twice: lakeFS answers 400 "no changes" (issue 12), so a retried
+    write-back must recognise its merge in the destination's history, not merge again."""
+    lakefs.upload_object(repo, "main", "a.txt", b"a")
+    lakefs.commit(repo, "main", "base", {})
+    lakefs.create_branch(repo, "work", "main")
+    lakefs.upload_object(repo, "work", "b.txt", b"b")
+    work_head = lakefs.commit(repo, "work", "on work", {}).id
+    merged = lakefs.merge(repo, "work", "main", "merge", {"m": "1"})
+    with pytest.raises(TerminalError, match="no changes"):
+        lakefs.merge(repo, "work", "main", "merge again", {"m": "1"})
+    assert lakefs.branch_head(repo, "main") == merged
+    # the merge is visible in the destination's history with the working head as a parent
+    newest = lakefs.log(repo, "main", limit=5)[0]
+    assert newest.id == merged
+    assert work_head in newest.parents[1:]
+    lakefs.create_branch(repo, "nothing", "main")  # a branch with no commit of its own
+    with pytest.raises(TerminalError, match="no changes"):
+        lakefs.merge(repo, "nothing", "main", "empty", {})
 
 
 def test_tags(lakefs: LakeFS, repo: str) -> None:

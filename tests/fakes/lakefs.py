@@ -2,7 +2,8 @@
 
 Behaves like the real server where lakehook depends on it (``tests/contract`` checks that):
 commit ids are content-addressed-ish, merges refuse a destination with uncommitted changes,
-a merge with no changes still makes a merge commit, objects carry a checksum.
+a merge whose source brings no changes (e.g. merged already) is refused like lakeFS's
+400 "no changes", objects carry a checksum.
 """
 
 from __future__ import annotations
@@ -237,6 +238,11 @@ class FakeLakeFS:
             base = self._merge_base(r, source_commit, dest_commit)
             base_tree = r.commits[base][1] if base else {}
             src_tree, dst_tree = r.commits[source_commit][1], r.commits[dest_commit][1]
+            if base == source_commit or src_tree == base_tree:
+                raise TerminalError(
+                    f"merge {repo}/{source_ref} into {destination_branch}: lakeFS answered "
+                    f"400: update branch {destination_branch}: no changes"
+                )
             merged = dict(dst_tree)
             for path in set(src_tree) | set(base_tree):
                 s, b, d = src_tree.get(path), base_tree.get(path), dst_tree.get(path)
