@@ -12,10 +12,11 @@
         ├── InputError                (a user's file is bad: names file, line, column, hint)
         ├── InvalidEvent              (a webhook payload we cannot accept; HTTP 400)
         ├── NotFound                  (a repository, ref or object does not exist)
+        ├── ServiceMisconfigured      (a service refuses us: 403/400 from credentials, endpoints)
         └── KeyCollision              (two natural keys hash to one surrogate key)
 
-Adapters translate vendor exceptions into this tree at the edge, so callers decide retries
-with ``isinstance(err, TransientError)`` and never look at HTTP codes.
+Adapters translate vendor exceptions into this tree at the edge; ``lakehook.failures``
+classifies any exception as input, service or internal, so callers never look at HTTP codes.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class NotFound(TerminalError):
 
 class InvalidEvent(TerminalError):
     """A webhook payload that cannot be accepted."""
+
+
+class ServiceMisconfigured(TerminalError):
+    """A service answered, but refuses lakehook's requests (wrong credentials, endpoint, bucket).
+
+    Not transient (an immediate retry gets the same answer) and not the user's input: a
+    service failure (``lakehook.failures``), retried with the long backoff until it is fixed.
+    """
 
 
 class KeyCollision(TerminalError):

@@ -59,8 +59,10 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
     reconcile_interval: float = 60.0
     workers: int = 2
-    job_max_attempts: int = 8
     job_lease_seconds: float = 120.0
+    retry_max_delay: float = 300.0  # longest wait between two tries of a service failure
+    reconcile_max_refs: int = 500  # refs a timer sweep checks (round robin across sweeps)
+    working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     log_level: str = "INFO"
@@ -209,6 +211,12 @@ class Settings:
             )
         if self.reconcile_interval <= 0:
             raise ConfigError("LAKEHOOK_RECONCILE_INTERVAL must be a positive number of seconds")
+        if self.job_lease_seconds <= 0 or self.retry_max_delay <= 0:
+            raise ConfigError(
+                "LAKEHOOK_JOB_LEASE_SECONDS and LAKEHOOK_RETRY_MAX_DELAY must be positive"
+            )
+        if self.reconcile_max_refs < 1:
+            raise ConfigError("LAKEHOOK_RECONCILE_MAX_REFS must be at least 1")
         if self.workers < 1:
             raise ConfigError("LAKEHOOK_WORKERS must be at least 1")
         if self.max_columns < 1:
@@ -234,8 +242,10 @@ class Settings:
         for f in dataclasses.fields(self):
             if f.name in {
                 "workers",
-                "job_max_attempts",
                 "job_lease_seconds",
+                "retry_max_delay",
+                "reconcile_max_refs",
+                "working_branch_grace",
                 "max_body_bytes",
                 "marquez_source",
                 "fault_point",

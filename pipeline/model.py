@@ -220,6 +220,8 @@ class RefStatus:
     # against; carried through pending/failed states so the next sync compares with them.
     last_synced_commit: str | None = None
     last_synced_drift_base: str | None = None
+    # a service failure being retried: {"kind", "attempts", "next_try_at", "error"} (or None)
+    retry: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -239,6 +241,7 @@ class RefStatus:
             "warnings": list(self.warnings),
             "errors": list(self.errors),
             "updated_at": self.updated_at,
+            "retry": dict(self.retry) if self.retry else None,
         }
         return out
 
@@ -278,6 +281,7 @@ class RefStatus:
             drift_base=d.get("drift_base"),
             last_synced_commit=d.get("last_synced_commit"),
             last_synced_drift_base=d.get("last_synced_drift_base"),
+            retry=d.get("retry") or None,
         )
 
 

@@ -252,7 +252,13 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     if not with_workers:
         return None
     pool = WorkerPool(
-        cherrypy.engine, ctx.queue, ctx.processor, ctx.store, ctx.settings, ctx.metrics
+        cherrypy.engine,
+        ctx.queue,
+        ctx.processor,
+        ctx.store,
+        ctx.settings,
+        ctx.metrics,
+        lakefs=ctx.lakefs,
     )
     pool.subscribe()
     ctx.wake = pool.wake
@@ -268,8 +274,10 @@ def build_context(
     settings: Settings, processor: Processor | None = None, lakefs: LakeFS | None = None
 ) -> Context:
     """The composition root: database, queue, processor and adapters from ``settings``."""
+    from lakehook import faults
     from server.store import Database, SqliteStatusStore
 
+    faults.arm(settings.fault_point, settings.testing)  # tests only; refused otherwise
     db = Database(settings.jobs_db)
     store = SqliteStatusStore(db)
     queue = JobQueue(db, settings.job_lease_seconds)
@@ -280,7 +288,15 @@ def build_context(
         processor = processor or service
         lakefs = lakefs or service.lakefs
     metrics = Metrics()
-    reconciler = Reconciler(lakefs, queue, store, metrics, processor=processor)
+    reconciler = Reconciler(
+        lakefs,
+        queue,
+        store,
+        metrics,
+        processor=processor,
+        max_refs=settings.reconcile_max_refs,
+        working_branch_grace=settings.working_branch_grace,
+    )
     return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
 
 

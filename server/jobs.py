@@ -3,22 +3,30 @@
 * ``enqueue`` records a job before the webhook is answered. A *pending* job for the same ref
   absorbs the new one (a newer head supersedes an older pending one: the job works from the
   head anyway); a running job for the same ref gets one pending successor.
-* ``claim`` hands a worker the oldest due job whose ref has no running job, with a lease.
-  Workers renew the lease while they work; a job whose lease ran out (its worker died, the
-  server was killed) is claimable again. A job is marked done once, by the worker that holds
-  it, so each job completes exactly once.
-* ``retry_later`` puts a job back with a delay after a transient failure; ``fail`` ends it.
+* ``claim`` hands a worker the oldest due job whose ref has no running job, with a lease and
+  a new **generation** (+1 per claim). Workers renew the lease while they work; a job whose
+  lease ran out (its worker died, hung, or lost the database) is claimable again, by any
+  process sharing the database file, and the new claim's generation fences the old one out.
+* ``Lease`` is the worker's side of a claim and the job's ``lakehook.fence.Fence``: ``check()``
+  before every write raises ``LeaseLost`` once the lease expired by the worker's own monotonic
+  clock (renewals not confirmed in time) or the generation in the database is no longer its
+  own. ``lease_until`` is stored as wall time so that other processes can see expiry; "do I
+  still hold it" is decided by the generation, never by comparing clocks.
+* ``complete``/``fail``/``retry_later``/``release`` end a claim only for the generation that
+  holds it, so each job is finished exactly once, by its current holder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lakehook.errors import LeaseLost
 from server.store import Database
 
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
@@ -43,6 +51,7 @@ class Job:
     args: Mapping[str, Any]
     state: str
     attempts: int
+    generation: int = 0
     event: str = ""
     error: str = ""
     created_at: float = 0.0
@@ -59,6 +68,7 @@ class Job:
             "args": dict(self.args),
             "state": self.state,
             "attempts": self.attempts,
+            "generation": self.generation,
             "event": self.event,
             "error": self.error,
             "created_at": self.created_at,
@@ -93,6 +103,7 @@ def _job(row: Any) -> Job:
         args=json.loads(row["args"]),
         state=row["state"],
         attempts=row["attempts"],
+        generation=row["generation"],
         event=row["event"],
         error=row["error"],
         created_at=row["created_at"],
@@ -128,9 +139,18 @@ class JobQueue:
                 if _PRECEDENCE.get(kind, 0) >= _PRECEDENCE.get(pending["kind"], 0) or (
                     pending["kind"].startswith("delete") and not kind.startswith("delete")
                 ):
+                    # an event makes a job waiting for a retry due at once; a reconcile sweep
+                    # keeps its backoff (it would otherwise reset it every sweep)
                     db.execute(
-                        "UPDATE job SET kind=?, args=?, event=?, not_before=0 WHERE id=?",
-                        (kind, json.dumps(dict(args or {})), event, pending["id"]),
+                        "UPDATE job SET kind=?, args=?, event=?, "
+                        "not_before=CASE WHEN ? THEN not_before ELSE 0 END WHERE id=?",
+                        (
+                            kind,
+                            json.dumps(dict(args or {})),
+                            event,
+                            event == "reconcile",
+                            pending["id"],
+                        ),
                     )
                 return int(pending["id"]), True
             cur = db.execute(
@@ -158,44 +178,77 @@ class JobQueue:
                 return None
             db.execute(
                 "UPDATE job SET state=?, worker=?, lease_until=?, attempts=attempts+1, "
-                "started_at=? WHERE id=?",
+                "generation=generation+1, started_at=? WHERE id=?",
                 (RUNNING, worker, now + self.lease_seconds, now, row["id"]),
             )
             claimed = db.execute("SELECT * FROM job WHERE id=?", (row["id"],)).fetchone()
             return _job(claimed)
 
-    def renew(self, job_id: int, worker: str) -> bool:
+    @staticmethod
+    def _holder(worker: str, generation: int | None) -> tuple[str, tuple[Any, ...]]:
+        """The WHERE clause that matches only the current holder of a running job."""
+        if generation is None:
+            return "worker=?", (worker,)
+        return "worker=? AND generation=?", (worker, generation)
+
+    def renew(self, job_id: int, worker: str, generation: int | None = None) -> bool:
+        """Extend the lease; False when ``worker``/``generation`` no longer holds the job."""
+        who, args = self._holder(worker, generation)
         with self.db.transaction() as db:
             cur = db.execute(
-                "UPDATE job SET lease_until=? WHERE id=? AND state=? AND worker=?",
-                (time.time() + self.lease_seconds, job_id, RUNNING, worker),
+                f"UPDATE job SET lease_until=? WHERE id=? AND state=? AND {who}",  # noqa: S608
+                (time.time() + self.lease_seconds, job_id, RUNNING, *args),
             )
             return cur.rowcount == 1
 
-    def _finish(self, job_id: int, worker: str, state: str, error: str = "") -> bool:
+    def holds(self, job_id: int, generation: int) -> bool:
+        """Whether the claim of ``generation`` is still the job's current, running claim."""
+        row = (
+            self.db.connection()
+            .execute("SELECT state, generation FROM job WHERE id=?", (job_id,))
+            .fetchone()
+        )
+        return row is not None and row["state"] == RUNNING and row["generation"] == generation
+
+    def _finish(
+        self, job_id: int, worker: str, state: str, error: str = "", generation: int | None = None
+    ) -> bool:
+        who, args = self._holder(worker, generation)
         with self.db.transaction() as db:
             cur = db.execute(
-                "UPDATE job SET state=?, error=?, finished_at=?, worker='' "
-                "WHERE id=? AND state=? AND worker=?",
-                (state, error, time.time(), job_id, RUNNING, worker),
+                "UPDATE job SET state=?, error=?, finished_at=?, worker='' "  # noqa: S608
+                f"WHERE id=? AND state=? AND {who}",
+                (state, error, time.time(), job_id, RUNNING, *args),
             )
             return cur.rowcount == 1
 
-    def complete(self, job_id: int, worker: str) -> bool:
+    def complete(self, job_id: int, worker: str, generation: int | None = None) -> bool:
         """Mark done; False when this worker no longer holds the job (its lease ran out)."""
-        return self._finish(job_id, worker, DONE)
+        return self._finish(job_id, worker, DONE, generation=generation)
 
-    def fail(self, job_id: int, worker: str, error: str) -> bool:
-        return self._finish(job_id, worker, FAILED, error)
+    def fail(self, job_id: int, worker: str, error: str, generation: int | None = None) -> bool:
+        return self._finish(job_id, worker, FAILED, error, generation)
 
-    def retry_later(self, job_id: int, worker: str, delay: float, error: str) -> bool:
+    def retry_later(
+        self,
+        job_id: int,
+        worker: str,
+        delay: float,
+        error: str,
+        generation: int | None = None,
+    ) -> bool:
+        who, args = self._holder(worker, generation)
         with self.db.transaction() as db:
             cur = db.execute(
-                "UPDATE job SET state=?, error=?, not_before=?, worker='' "
-                "WHERE id=? AND state=? AND worker=?",
-                (PENDING, error, time.time() + delay, job_id, RUNNING, worker),
+                "UPDATE job SET state=?, error=?, not_before=?, worker='' "  # noqa: S608
+                f"WHERE id=? AND state=? AND {who}",
+                (PENDING, error, time.time() + delay, job_id, RUNNING, *args),
             )
             return cur.rowcount == 1
+
+    def release(self, job_id: int, worker: str, generation: int, error: str) -> bool:
+        """Give a job back at once (this worker must stop); False when it was not held."""
+        return self.retry_later(job_id, worker, 0.0, error, generation)
 
     def recover(self) -> int:
         """At start-up: jobs left running by a dead process are pending again at once."""
@@ -206,6 +259,14 @@ class JobQueue:
                 "UPDATE job SET state=?, worker='' WHERE id=?", [(PENDING, i) for i in dead]
             )
             return len(dead)
+
+    def active_refs(self, repo: str) -> set[tuple[str, str]]:
+        """(ref_type, ref) of ``repo`` with a pending or running job."""
+        rows = self.db.connection().execute(
+            "SELECT DISTINCT ref_type, ref FROM job WHERE repo=? AND state IN (?, ?)",
+            (repo, PENDING, RUNNING),
+        )
+        return {(r["ref_type"], r["ref"]) for r in rows}
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.connection().execute("SELECT * FROM job WHERE id=?", (job_id,)).fetchone()
@@ -227,3 +288,71 @@ class JobQueue:
                 "SELECT * FROM job WHERE repo=? ORDER BY id DESC LIMIT ?", (repo, limit)
             )
         return [_job(r) for r in rows]
+
+
+class Lease:
+    """A worker's claim on one job, and that job's fence (``lakehook.fence.Fence``).
+
+    ``check()`` is cheap (a monotonic clock read and one indexed SELECT) and raises
+    ``LeaseLost`` when:
+
+    * the lease ran out by this process's monotonic clock: no renewal was confirmed within
+      ``lease_seconds - margin`` (the renewer died, the database was unreachable, the process
+      was suspended). Nobody may have taken the job yet, but somebody may at any moment;
+    * the database shows another generation (or the job no longer running): it was taken over;
+    * ``lose()`` was called (the renewer failed).
+
+    ``renew()`` (called by the renewer, every ``lease_seconds / 3``) extends the lease only
+    for this generation; its time is counted from before the call, so a slow answer shortens
+    the lease instead of stretching it.
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        job: Job,
+        worker: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue, self.job, self.worker, self.clock = queue, job, worker, clock
+        self.generation = job.generation
+        self.margin = queue.lease_seconds / 6
+        self._expires = clock() + queue.lease_seconds
+        self._lost = ""
+        self._lock = threading.Lock()
+
+    @property
+    def renew_interval(self) -> float:
+        return max(self.queue.lease_seconds / 3, 0.05)
+
+    @property
+    def lost(self) -> str:
+        """Why the lease was lost ('' while held as far as this process knows)."""
+        return self._lost
+
+    def lose(self, reason: str) -> None:
+        with self._lock:
+            self._lost = self._lost or reason
+
+    def renew(self) -> bool:
+        """Extend the lease; False (and the lease is lost) when the job was taken over."""
+        started = self.clock()
+        if self._lost:
+            return False
+        if not self.queue.renew(self.job.id, self.worker, self.generation):
+            self.lose(f"job {self.job.id} was taken over (generation {self.generation} is stale)")
+            return False
+        with self._lock:
+            self._expires = started + self.queue.lease_seconds
+        return True
+
+    def check(self) -> None:
+        if not self._lost and self.clock() >= self._expires - self.margin:
+            self.lose(
+                f"lease of job {self.job.id} expired: no renewal confirmed for "
+                f"{self.queue.lease_seconds - self.margin:.0f}s"
+            )
+        if not self._lost and not self.queue.holds(self.job.id, self.generation):
+            self.lose(f"job {self.job.id} was taken over (generation {self.generation} is stale)")
+        if self._lost:
+            raise LeaseLost(self._lost)

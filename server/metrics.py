@@ -50,6 +50,34 @@ class Metrics:
             "Refs whose metastore differed from their manifests without an event (re-synced)",
             registry=self.registry,
         )
+        self.reconcile_errors = Counter(
+            "lakehook_reconcile_errors",
+            "Errors of reconciler sweeps (a ref, a repository or the whole sweep)",
+            registry=self.registry,
+        )
+        self.working_branches_deleted = Counter(
+            "lakehook_working_branches_deleted",
+            "Stale _lakehook-* working branches deleted by the reconciler",
+            registry=self.registry,
+        )
+        self.worker_errors = Counter(
+            "lakehook_worker_errors",
+            "Errors of the worker loop itself (claiming or ending a job)",
+            ["where"],
+            registry=self.registry,
+        )
+        self.lease_lost = Counter(
+            "lakehook_lease_lost",
+            "Jobs whose lease was lost (taken over, renewal failed) and jobs stopped for it",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "lakehook_job_failures",
+            "Job failures by kind (input, service, internal)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.gate = Counter(
             "lakehook_gate_decisions", "Merge gate decisions", ["allowed"], registry=self.registry
         )

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS job (
     kind TEXT NOT NULL, args TEXT NOT NULL DEFAULT '{}',
     state TEXT NOT NULL,            -- pending | running | done | failed | superseded
     attempts INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,  -- +1 per claim: the fence of the lease
     not_before REAL NOT NULL DEFAULT 0,
     lease_until REAL NOT NULL DEFAULT 0,
     worker TEXT NOT NULL DEFAULT '',
@@ -44,6 +45,9 @@ CREATE INDEX IF NOT EXISTS job_state ON job (state, not_before);
 CREATE INDEX IF NOT EXISTS job_key ON job (repo, ref_type, ref, state);
 """
 
+# columns added since the first release: (table, column, definition), applied when missing
+MIGRATIONS = (("job", "generation", "INTEGER NOT NULL DEFAULT 0"),)
+
 
 class Database:
     """A SQLite file shared by threads: one connection per thread, WAL, busy timeout."""
@@ -54,7 +58,16 @@ class Database:
         self._local = threading.local()
         self.write_lock = threading.RLock()
         with self.write_lock:
-            self.connection().executescript(SCHEMA)  # idempotent DDL, one script
+            conn = self.connection()
+            conn.executescript(SCHEMA)  # idempotent DDL, one script
+            for table, column, ddl in MIGRATIONS:
+                have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+                    except sqlite3.OperationalError as err:  # another process added it first
+                        if "duplicate column" not in str(err):
+                            raise
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -1,42 +1,63 @@
 """Workers and the reconciler, as CherryPy bus plugins (they start and stop with the engine).
 
-A worker claims a job, keeps its lease alive while the processor runs, and ends it: done;
-``TransientError`` retried in place with exponential backoff (tenacity), then re-queued with a
-delay until ``job_max_attempts``; ``TerminalError`` (or attempts exhausted) recorded as failed,
-with the message in the ref's status. The reconciler lists every repository carrying lakehook's
-actions and enqueues each ref whose head differs from what was last recorded, so a lost webhook
-is caught without anyone noticing it was lost.
+A worker claims a job (a ``Lease`` with a new generation), renews the lease from a renewer
+thread while the processor runs with that lease as its fence (``lakehook.fence``), and ends
+the job by what ``lakehook.failures.classify`` says about the outcome:
+
+* success: done;
+* a **service** failure: retried in place a few times when it is transient, then put back
+  with exponential backoff and jitter, attempt after attempt, never given up; the status is
+  ``pending`` with the attempt count and the next try (``retry``);
+* an **input** failure: ``failed`` for the head it failed on, with the reason; not retried
+  until the head changes;
+* an **internal** error (lakehook's bug): ``failed`` as "internal error, please report it",
+  the traceback in the log only;
+* ``LeaseLost`` (the lease expired or another worker took the job): stop, write nothing, mark
+  nothing, hand the job back if still possible.
+
+The renewer never dies silently: an exception while renewing is logged and counted and makes
+the job stop at its next fence check, and the job is re-queued.
+
+The reconciler covers every branch and tag of every repository that carries lakehook's
+actions on any branch, a bounded number of refs per sweep (round robin), enqueues each ref
+whose head differs from what was last recorded (so a lost webhook is caught), and deletes
+``_lakehook-*`` working branches that no job needs any more.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from cherrypy.process.plugins import Monitor, SimplePlugin
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
-    wait_exponential,
+    wait_exponential_jitter,
 )
 
-from lakehook.errors import NotFound, TerminalError, TransientError
+from lakehook import fence
+from lakehook.errors import LeaseLost, NotFound, TerminalError
+from lakehook.failures import INTERNAL, SERVICE, Failure, backoff, classify, retried_by_reconciler
 from lakehook.settings import Settings
+from pipeline import naming
 from pipeline.model import RefStatus
 from pipeline.ports import LakeFS, Processor, StatusStore
 from pipeline.provenance import is_working_branch_name
 from server.actions import has_actions
-from server.jobs import Job, JobQueue
+from server.jobs import Job, JobQueue, Lease
 from server.metrics import Metrics
 
 log = logging.getLogger("lakehook.worker")
 
 IN_PLACE_ATTEMPTS = 3
-RETRY_STAGES = ("metastore", "verify", "write-back")
 
 
 def run_job(processor: Processor, job: Job) -> None:
@@ -55,19 +76,46 @@ def run_job(processor: Processor, job: Job) -> None:
         raise TerminalError(f"unknown job kind {job.kind!r}")
 
 
-def mark(store: StatusStore, job: Job, state: str, reason: str, error: str = "") -> None:
-    """Show a queued/running/failed job in the ref's status, keeping what was last verified."""
+def mark(
+    store: StatusStore,
+    job: Job,
+    state: str,
+    reason: str,
+    error: str | Mapping[str, Any] = "",
+    *,
+    retry: Mapping[str, Any] | None = None,
+    head: str | None = None,
+) -> None:
+    """Show a queued/running/failed job in the ref's status, keeping what was last verified.
+
+    ``error`` replaces the status's errors (a message, or a ``Failure.as_error`` entry);
+    ``retry`` is the service-failure retry shown in the status; ``head`` the head it failed on.
+    """
     if job.kind.startswith("delete"):
         return
     current = store.get_status(job.repo, job.ref, job.ref_type)
     if current is None:
         current = RefStatus(job.repo, job.ref, job.ref_type, "", "", None, state)
     errors = current.errors
-    if error:
+    if isinstance(error, str) and error:
         errors = ({"stage": "job", "message": error, "job": job.id},)
+    elif not isinstance(error, str):
+        errors = (dict(error),)
     store.put_status(
-        replace(current, state=state, reason=reason, errors=errors, updated_at=time.time())
+        replace(
+            current,
+            state=state,
+            reason=reason,
+            errors=errors,
+            head_commit=head or current.head_commit,
+            retry=dict(retry) if retry is not None else current.retry,
+            updated_at=time.time(),
+        )
     )
+
+
+def _retry_in_place(err: BaseException) -> bool:
+    return not isinstance(err, LeaseLost) and classify(err).retry_in_place
 
 
 class WorkerPool(SimplePlugin):  # type: ignore[misc]
@@ -79,10 +127,13 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         store: StatusStore,
         settings: Settings,
         metrics: Metrics,
+        lakefs: LakeFS | None = None,
     ) -> None:
         super().__init__(bus)
         self.queue, self.processor, self.store = queue, processor, store
         self.settings, self.metrics = settings, metrics
+        self.lakefs = lakefs  # to record the head an input failure happened at
+        self.in_place_wait: Any = wait_exponential_jitter(initial=0.5, max=8)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -110,91 +161,174 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         self._wake.set()
 
     def _loop(self) -> None:
-        import os
-
         worker = f"{os.getpid()}:{threading.current_thread().name}"
         while not self._stop.is_set():
             try:
                 job = self.queue.claim(worker)
-            except Exception:
+            except Exception:  # the database is busy or broken: say so, count it, go on
+                self.metrics.worker_errors.labels("claim").inc()
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self._work(job, worker)
+            try:
+                self._work(job, worker)
+            except Exception:  # never lose the worker thread; the lease expiry re-queues the job
+                self.metrics.worker_errors.labels("job").inc()
+                log.exception("ending job %d failed", job.id)
 
     def _work(self, job: Job, worker: str) -> None:
         extra = {"repository": job.repo, "ref": job.ref, "job_id": job.id, "kind": job.kind}
-        log.info("job started", extra=extra)
+        log.info("job started", extra={**extra, "generation": job.generation})
         started = time.monotonic()
+        lease = Lease(self.queue, job, worker)
         done = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(job, worker, done), daemon=True)
+        renewer = threading.Thread(
+            target=self._renew, args=(lease, done, extra), name=f"lease-{job.id}", daemon=True
+        )
         renewer.start()
         try:
-            mark(self.store, job, "processing", f"job {job.id} ({job.kind}) running")
-            for attempt in Retrying(
-                stop=stop_after_attempt(IN_PLACE_ATTEMPTS),
-                wait=wait_exponential(multiplier=0.5, max=8),
-                retry=retry_if_exception_type(TransientError),
-                before_sleep=lambda _state: self.metrics.retries.labels(job.kind).inc(),
-                reraise=True,
-            ):
-                with attempt:
-                    run_job(self.processor, job)
-        except TransientError as err:
-            self._transient(job, worker, err, extra)
-            outcome = "retry"
+            with fence.holding(lease):
+                lease.check()
+                mark(self.store, job, "processing", f"job {job.id} ({job.kind}) running")
+                for attempt in Retrying(
+                    stop=stop_after_attempt(IN_PLACE_ATTEMPTS),
+                    wait=self.in_place_wait,
+                    retry=retry_if_exception(_retry_in_place),
+                    before_sleep=lambda _state: self.metrics.retries.labels(job.kind).inc(),
+                    reraise=True,
+                ):
+                    with attempt:
+                        run_job(self.processor, job)
+                lease.check()
+        except LeaseLost as err:
+            outcome = self._lease_lost(job, worker, lease, err, extra)
         except NotFound as err:
             if job.kind.startswith("delete"):
-                self.queue.complete(job.id, worker)
+                self.queue.complete(job.id, worker, lease.generation)
                 outcome = "done"
             else:
-                self._terminal(job, worker, err, extra)
-                outcome = "failed"
-        except TerminalError as err:
-            self._terminal(job, worker, err, extra)
-            outcome = "failed"
-        except Exception as err:  # a bug must not kill the worker; record it like a failure
-            log.exception("job crashed", extra=extra)
-            self._terminal(job, worker, err, extra)
-            outcome = "failed"
+                outcome = self._failed(job, worker, lease, err, extra)
+        except Exception as err:
+            outcome = self._failed(job, worker, lease, err, extra)
         else:
-            self.queue.complete(job.id, worker)
-            outcome = "done"
-            log.info("job done", extra={**extra, "seconds": round(time.monotonic() - started, 3)})
+            if self.queue.complete(job.id, worker, lease.generation):
+                outcome = "done"
+                seconds = round(time.monotonic() - started, 3)
+                log.info("job done", extra={**extra, "seconds": seconds})
+            else:
+                outcome = "lease-lost"
+                log.warning("job finished after its lease was taken over", extra=extra)
         finally:
             done.set()
         self.metrics.job_duration.labels(job.kind, outcome).observe(time.monotonic() - started)
 
-    def _renew(self, job: Job, worker: str, done: threading.Event) -> None:
-        interval = max(self.queue.lease_seconds / 3, 0.5)
-        while not done.wait(interval):
-            if not self.queue.renew(job.id, worker):
+    def _renew(self, lease: Lease, done: threading.Event, extra: dict[str, Any]) -> None:
+        while not done.wait(lease.renew_interval):
+            try:
+                if not lease.renew():
+                    self.metrics.lease_lost.labels("taken-over").inc()
+                    log.warning("lease lost: %s", lease.lost, extra=extra)
+                    return
+            except Exception as err:  # the job must stop, visibly, not run on unfenced
+                lease.lose(f"renewing the lease failed: {type(err).__name__}: {err}")
+                self.metrics.lease_lost.labels("renew-error").inc()
+                log.exception(
+                    "renewing the lease failed; the job stops and is re-queued", extra=extra
+                )
                 return
 
-    def _transient(self, job: Job, worker: str, err: Exception, extra: dict[str, Any]) -> None:
-        if job.attempts >= self.settings.job_max_attempts:
-            self._terminal(job, worker, err, extra)
-            return
-        delay = min(2.0**job.attempts, 300.0)
-        log.warning("job will be retried in %.0fs: %s", delay, err, extra=extra)
-        self.metrics.retries.labels(job.kind).inc()
-        mark(self.store, job, "pending", f"retrying in {delay:.0f}s after: {err}")
-        self.queue.retry_later(job.id, worker, delay, str(err))
-
-    def _terminal(self, job: Job, worker: str, err: Exception, extra: dict[str, Any]) -> None:
-        log.error("job failed: %s", err, extra=extra)
-        message = f"{type(err).__name__}: {err}"
+    def _lease_lost(
+        self, job: Job, worker: str, lease: Lease, err: LeaseLost, extra: dict[str, Any]
+    ) -> str:
+        """Stop without writing or marking; hand the job back if this worker still can."""
+        self.metrics.lease_lost.labels("stopped").inc()
+        log.warning("job stopped, nothing more written: %s", err, extra=extra)
         try:
-            mark(self.store, job, "failed", message, error=message)
-        finally:
-            self.queue.fail(job.id, worker, message)
+            if self.queue.release(job.id, worker, lease.generation, str(err)):
+                log.info("job re-queued", extra=extra)
+                self.wake()
+        except Exception:  # the lease expiry re-queues it anyway
+            log.exception("re-queueing the job failed; its lease expiry will", extra=extra)
+        return "lease-lost"
+
+    def _failed(
+        self, job: Job, worker: str, lease: Lease, err: Exception, extra: dict[str, Any]
+    ) -> str:
+        failure = classify(err)
+        self.metrics.failures.labels(failure.kind).inc()
+        if failure.kind == INTERNAL:
+            log.error("job crashed: %s", failure.message, exc_info=err, extra=extra)
+        else:
+            log.warning("job %s failure: %s", failure.kind, failure.message, extra=extra)
+        try:
+            lease.check()
+        except LeaseLost as lost:
+            return self._lease_lost(job, worker, lease, lost, extra)
+        if failure.kind == SERVICE:
+            return self._retry_later(job, worker, lease, failure, extra)
+        head = self._head(job)
+        mark(
+            self.store,
+            job,
+            "failed",
+            failure.message,
+            error=failure.as_error(job=job.id, failed_on=head or ""),
+            retry={},
+            head=head,
+        )
+        self.queue.fail(job.id, worker, failure.message, lease.generation)
+        return "failed"
+
+    def _retry_later(
+        self, job: Job, worker: str, lease: Lease, failure: Failure, extra: dict[str, Any]
+    ) -> str:
+        delay = backoff(job.attempts, maximum=self.settings.retry_max_delay)
+        next_try = time.time() + delay
+        self.metrics.retries.labels(job.kind).inc()
+        log.warning(
+            "job will be retried in %.0fs (attempt %d): %s",
+            delay,
+            job.attempts,
+            failure.message,
+            extra=extra,
+        )
+        mark(
+            self.store,
+            job,
+            "pending",
+            f"a service failed (attempt {job.attempts}, next try in {delay:.0f}s): "
+            f"{failure.message}",
+            retry={
+                "kind": SERVICE,
+                "attempts": job.attempts,
+                "next_try_at": round(next_try, 3),
+                "error": failure.message,
+            },
+        )
+        self.queue.retry_later(job.id, worker, delay, failure.message, lease.generation)
+        return "retry"
+
+    def _head(self, job: Job) -> str | None:
+        """The ref's head now: an input failure is final for this head."""
+        if self.lakefs is None or job.kind.startswith("delete"):
+            return None
+        try:
+            return self.lakefs.resolve(job.repo, job.ref)
+        except Exception:
+            log.warning("head of %s/%s unknown; failure recorded without it", job.repo, job.ref)
+            return None
 
 
 class Reconciler:
-    """Compares every ref's head with the recorded status and enqueues the differences."""
+    """Compares refs' heads with the recorded statuses and enqueues the differences.
+
+    A timer sweep looks at no more than ``max_refs`` refs, continuing round robin where the
+    previous sweep stopped, so its work is bounded however many refs there are; an explicit
+    ``sweep(repo)`` (``lakehook reconcile``) covers the whole repository at once.
+    """
 
     def __init__(
         self,
@@ -204,65 +338,133 @@ class Reconciler:
         metrics: Metrics,
         wake: Any = None,
         processor: Processor | None = None,
+        *,
+        max_refs: int = 500,
+        working_branch_grace: float = 900.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.lakefs, self.queue, self.store, self.metrics = lakefs, queue, store, metrics
         self.wake = wake
         self.processor = processor  # None: heads only, the metastore is not checked
+        self.max_refs = max_refs
+        self.working_branch_grace = working_branch_grace
+        self.clock = clock
+        self._cursor = 0  # where the next timer sweep starts in the list of refs
+        self._lock = threading.Lock()
 
+    # ---- what to look at -------------------------------------------------------------------
     def repositories(self) -> list[str]:
+        """Repositories with lakehook's actions on any branch."""
         out = []
         for repo in self.lakefs.list_repositories():
             try:
                 branches = self.lakefs.list_branches(repo)
-                if any(has_actions(self.lakefs, repo, b.name) for b in branches[:1]) or any(
-                    has_actions(self.lakefs, repo, b.name) for b in branches if b.name == "main"
+                if any(
+                    has_actions(self.lakefs, repo, b.name)
+                    for b in branches
+                    if not b.name.startswith(WORKING_PREFIX)
                 ):
                     out.append(repo)
             except NotFound:
-                continue
+                continue  # deleted while we looked
         return out
 
     def sweep(self, repo: str | None = None, branch: str | None = None) -> list[int]:
-        """Enqueue what differs; returns the job ids."""
+        """Enqueue what differs; returns the job ids.
+
+        A timer sweep (no ``repo``) logs and counts every error and goes on; an explicit one
+        raises ``NotFound``/``TransientError`` for the API to answer 404/503.
+        """
         jobs: list[int] = []
         try:
-            for name in [repo] if repo else self.repositories():
-                jobs += self._sweep_repo(name, branch)
-        except TransientError as err:
+            jobs = self._sweep_repo(repo, branch) if repo else self._sweep_all()
+        except Exception as err:
             self.metrics.sweeps.labels("error").inc()
-            log.warning("reconcile sweep failed: %s", err)
-            return jobs
+            self.metrics.reconcile_errors.inc()
+            if repo is None:
+                log.exception("reconcile sweep failed")
+                return jobs
+            log.warning("reconcile of %s failed: %s", repo, err)
+            raise
         self.metrics.sweeps.labels("ok").inc()
         self.metrics.reconcile_enqueued.inc(len(jobs))
         if jobs and self.wake is not None:
             self.wake()
         return jobs
 
+    def _sweep_all(self) -> list[int]:
+        refs: list[tuple[str, Any, str]] = []  # (repo, Ref, ref_type)
+        repos = self.repositories()
+        for name in repos:
+            try:
+                refs += [
+                    (name, r, "branch")
+                    for r in self.lakefs.list_branches(name)
+                    if not r.name.startswith(WORKING_PREFIX)
+                ]
+                refs += [(name, r, "tag") for r in self.lakefs.list_tags(name)]
+            except NotFound:
+                continue
+        with self._lock:
+            start = self._cursor % len(refs) if refs else 0
+            window = (refs[start:] + refs[:start])[: self.max_refs]
+            self._cursor = start + len(window)
+        jobs = [j for repo, ref, kind in window if (j := self._check(repo, ref, kind)) is not None]
+        for name in repos:
+            jobs += self._guarded(name, self._deleted_refs, name)
+            self._guarded(name, self.clean_working_branches, name)
+        return jobs
+
+    def _guarded(self, repo: str, step: Callable[[str], Any], arg: str) -> Any:
+        """One repository's step of a timer sweep: an error is logged and counted, not fatal."""
+        try:
+            return step(arg) or []
+        except Exception:
+            self.metrics.reconcile_errors.inc()
+            log.exception("reconcile of %s: %s failed", repo, getattr(step, "__name__", step))
+            return []
+
     def _sweep_repo(self, repo: str, only: str | None) -> list[int]:
         jobs: list[int] = []
-        seen: set[tuple[str, str]] = set()
         for ref in self.lakefs.list_branches(repo):
             if is_working_branch_name(ref.name) or (only and ref.name != only):
                 continue
-            seen.add(("branch", ref.name))
-            status = self.store.get_status(repo, ref.name)
-            if only or _stale(status, ref.commit_id) or self._metastore_differs(status):
-                jobs.append(
-                    self.queue.enqueue(repo, "branch", ref.name, "sync_branch", event="reconcile")[
-                        0
-                    ]
-                )
+            job = self._check(repo, ref, "branch", force=bool(only), raising=True)
+            if job is not None:
+                jobs.append(job)
         if only:
             return jobs
         for ref in self.lakefs.list_tags(repo):
-            seen.add(("tag", ref.name))
-            status = self.store.get_status(repo, ref.name, "tag")
-            if _stale(status, ref.commit_id) or self._metastore_differs(status):
-                jobs.append(
-                    self.queue.enqueue(repo, "tag", ref.name, "sync_tag", event="reconcile")[0]
-                )
+            job = self._check(repo, ref, "tag", raising=True)
+            if job is not None:
+                jobs.append(job)
+        jobs += self._deleted_refs(repo)
+        self._guarded(repo, self.clean_working_branches, repo)
+        return jobs
+
+    def _check(
+        self, repo: str, ref: Any, ref_type: str, *, force: bool = False, raising: bool = False
+    ) -> int | None:
+        """Enqueue a sync of one ref if it differs; an error is logged and counted."""
+        try:
+            status = self.store.get_status(repo, ref.name, ref_type)
+            if force or _stale(status, ref.commit_id) or self._metastore_differs(status):
+                kind = "sync_tag" if ref_type == "tag" else "sync_branch"
+                return self.queue.enqueue(repo, ref_type, ref.name, kind, event="reconcile")[0]
+        except Exception:
+            if raising:
+                raise
+            self.metrics.reconcile_errors.inc()
+            log.exception("reconcile of %s %s/%s failed", ref_type, repo, ref.name)
+        return None
+
+    def _deleted_refs(self, repo: str) -> list[int]:
+        """Statuses of refs that no longer exist: their schemas are dropped."""
+        branches = {r.name for r in self.lakefs.list_branches(repo)}
+        tags = {r.name for r in self.lakefs.list_tags(repo)}
+        jobs = []
         for status in self.store.list_statuses(repo):
-            if (status.ref_type, status.ref) not in seen:
+            if status.ref not in (tags if status.ref_type == "tag" else branches):
                 kind = "delete_tag" if status.ref_type == "tag" else "delete_branch"
                 jobs.append(
                     self.queue.enqueue(repo, status.ref_type, status.ref, kind, event="reconcile")[
@@ -271,14 +473,41 @@ class Reconciler:
                 )
         return jobs
 
+    def clean_working_branches(self, repo: str) -> list[str]:
+        """Delete ``_lakehook-*`` branches no job needs any more; returns their names.
+
+        A working branch is needed while its branch has a pending or running job, while its
+        branch is ``pending`` (outputs wait there for a dirty branch), and during the grace
+        period after its head commit (a job may be about to use it).
+        """
+        branches = self.lakefs.list_branches(repo)
+        users = [b.name for b in branches if not b.name.startswith(WORKING_PREFIX)]
+        active = self.queue.active_refs(repo)
+        deleted = []
+        for work in branches:
+            if not work.name.startswith(WORKING_PREFIX):
+                continue
+            owners = [b for b in users if _works_for(work.name, b)]
+            if any(("branch", b) in active for b in owners):
+                continue
+            if any((s := self.store.get_status(repo, b)) and s.state == "pending" for b in owners):
+                continue
+            created = self.lakefs.get_commit(repo, work.commit_id).creation_date
+            if self.clock() - created < self.working_branch_grace:
+                continue
+            try:
+                self.lakefs.delete_branch(repo, work.name)
+            except NotFound:
+                continue
+            deleted.append(work.name)
+            self.metrics.working_branches_deleted.inc()
+            log.info("deleted stale working branch %s/%s", repo, work.name)
+        return deleted
+
     def _metastore_differs(self, status: RefStatus | None) -> bool:
         if self.processor is None or status is None:
             return False
-        try:
-            problems = self.processor.metastore_problems(status)
-        except TerminalError as err:
-            log.warning("metastore check of %s failed: %s", status.ref, err)
-            return False
+        problems = self.processor.metastore_problems(status)
         if problems:
             self.metrics.metastore_repairs.inc()
             log.warning(
@@ -289,13 +518,23 @@ class Reconciler:
         return bool(problems)
 
 
+_WORK_SUFFIX = re.compile(r"-[0-9a-f]{12}$")
+
+
+def _works_for(work: str, branch: str) -> bool:
+    """Whether ``work`` is a working branch of ``branch`` (for some source commit)."""
+    prefix = f"{WORKING_PREFIX}{naming.sanitize(branch)}"
+    return work.startswith(prefix) and bool(_WORK_SUFFIX.fullmatch(work[len(prefix) :]))
+
+
 def _stale(status: RefStatus | None, head: str) -> bool:
     if status is None or status.head_commit != head:
         return True
     if status.state in ("pending",):
         return True  # e.g. outputs waiting for a dirty branch
     if status.state == "failed":
-        return any(e.get("stage") in RETRY_STAGES or e.get("stage") == "job" for e in status.errors)
+        # input and internal failures are final for this head (lakehook.failures)
+        return any(retried_by_reconciler(e) for e in status.errors)
     return False
 
 
@@ -307,5 +546,6 @@ class ReconcilerPlugin(Monitor):  # type: ignore[misc]
     def _tick(self) -> None:
         try:
             self.reconciler.sweep()
-        except Exception:  # never let the timer die
+        except Exception:  # never let the timer die; sweep() has logged and counted it
+            self.reconciler.metrics.reconcile_errors.inc()
             log.exception("reconcile sweep crashed")

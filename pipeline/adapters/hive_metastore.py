@@ -196,10 +196,13 @@ class HiveMetastore:
             message = str(getattr(err, "message", err))
             if "does not exist" in message or "not found" in message.lower():
                 raise NotFound(f"Hive Metastore {what}: {message}") from err
+            if isinstance(err, hms.MetaException):  # the metastore's own failure (its database,
+                # its filesystem): a service failure, retried with backoff
+                raise ServiceUnavailable(f"Hive Metastore {what}: {message}") from err
             raise TerminalError(f"Hive Metastore {what}: {message}") from err
         except TException as err:
             self._reset()  # a protocol error leaves the connection in an unknown state
-            raise TerminalError(f"Hive Metastore {what}: {type(err).__name__}: {err}") from err
+            raise ServiceUnavailable(f"Hive Metastore {what}: {type(err).__name__}: {err}") from err
 
     # -- Metastore ----------------------------------------------------------------------------
     def list_schemas(self) -> list[str]:

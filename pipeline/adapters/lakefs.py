@@ -19,7 +19,13 @@ from lakefs_sdk.client import LakeFSClient as _SdkClient
 from lakefs_sdk.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from lakehook.errors import NotFound, RefMoved, ServiceUnavailable, TerminalError
+from lakehook.errors import (
+    NotFound,
+    RefMoved,
+    ServiceMisconfigured,
+    ServiceUnavailable,
+    TerminalError,
+)
 from lakehook.settings import Settings
 from pipeline.ports import Change, Commit, ObjectInfo, Ref
 
@@ -54,11 +60,28 @@ def _translate(what: str) -> Iterator[None]:
         reason = _reason(err)
         if status == 404:
             raise NotFound(f"{what}: {reason}") from None
+        if status in (401, 403):
+            raise ServiceMisconfigured(
+                f"{what}: lakeFS refused lakehook's credentials ({status}: {reason}); "
+                "check LAKEHOOK_LAKEFS_ACCESS_KEY_ID / LAKEHOOK_LAKEFS_SECRET_ACCESS_KEY"
+            ) from None
         if status >= 500 or status in (0, 429):
             raise ServiceUnavailable(f"{what}: lakeFS answered {status}: {reason}") from None
         raise TerminalError(f"{what}: lakeFS answered {status}: {reason}") from None
     except (Urllib3Error, OSError) as err:
         raise ServiceUnavailable(f"{what}: lakeFS unreachable: {err}") from None
+
+
+def _s3_error(what: str, err: Any) -> Exception:
+    """A refusal of the S3 gateway: 400/401/403 mean lakehook is misconfigured (credentials,
+    endpoint, bucket), which no quick retry fixes; anything else is an outage."""
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if status in (400, 401, 403):
+        return ServiceMisconfigured(
+            f"{what}: lakeFS's S3 gateway refused the request ({status}: {err}); check the "
+            "lakeFS endpoint and credentials"
+        )
+    return ServiceUnavailable(f"{what}: {err}")
 
 
 def _commit(c: Any) -> Commit:
@@ -201,7 +224,7 @@ class LakeFSClient:
             code = err.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404", "NoSuchBucket"}:
                 raise NotFound(f"object {path!r} not found at {repo}/{ref}") from None
-            raise ServiceUnavailable(f"read {repo}/{ref}/{path}: {err}") from None
+            raise _s3_error(f"read {repo}/{ref}/{path}", err) from None
         except BotoCoreError as err:
             raise ServiceUnavailable(f"read {repo}/{ref}/{path}: {err}") from None
         body: BinaryIO = response["Body"]
@@ -218,7 +241,9 @@ class LakeFSClient:
 
         try:  # one single-part PUT, streamed: the same bytes always give the same checksum
             self.s3.put_object(Bucket=repo, Key=f"{branch}/{path}", Body=data)
-        except (ClientError, BotoCoreError) as err:
+        except ClientError as err:
+            raise _s3_error(f"upload {repo}/{branch}/{path}", err) from None
+        except BotoCoreError as err:
             raise ServiceUnavailable(f"upload {repo}/{branch}/{path}: {err}") from None
         info = self.stat_object(repo, branch, path)
         if info is None:

@@ -251,8 +251,8 @@ def _translated(sql: str) -> Iterator[None]:
         text = f"{name}: {err.message} (query {err.query_id}: {statement})"
         if name in _NOT_FOUND_NAMES:
             raise NotFound(text) from err
-        if name in _UNAVAILABLE_NAMES or err.error_type == "INSUFFICIENT_RESOURCES":
-            raise ServiceUnavailable(text) from err
+        if name in _UNAVAILABLE_NAMES or err.error_type != "USER_ERROR":
+            raise ServiceUnavailable(text) from err  # Trino's or a connector's failure
         raise TerminalError(text) from err
     except (trino.exceptions.HttpError, trino.exceptions.TrinoConnectionError, OSError) as err:
         raise ServiceUnavailable(f"Trino did not answer: {err} ({statement})") from err

@@ -1,0 +1,444 @@
+"""Fenced leases, one failure classification, and the reconciler's coverage (issue 12)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cherrypy
+import pytest
+from tenacity import wait_none
+
+from lakehook import fence
+from lakehook.errors import (
+    ConfigError,
+    InputError,
+    KeyCollision,
+    LeaseLost,
+    ServiceMisconfigured,
+    ServiceUnavailable,
+    TerminalError,
+)
+from lakehook.failures import INPUT, INTERNAL, SERVICE, backoff, classify
+from lakehook.settings import Settings
+from pipeline.model import RefStatus
+from server.actions import install
+from server.jobs import DONE, FAILED, PENDING, RUNNING, JobQueue, Lease
+from server.metrics import Metrics
+from server.store import Database, SqliteStatusStore
+from server.worker import Reconciler, WorkerPool
+from tests.fakes.lakefs import FakeLakeFS
+from tests.fakes.processor import FakeProcessor
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "jobs.sqlite")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---- leases -----------------------------------------------------------------------------------
+
+
+def test_each_claim_has_a_new_generation_and_the_old_one_is_fenced_out(db: Database) -> None:
+    queue = JobQueue(db, lease_seconds=0.05)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    first = queue.claim("w1")
+    assert first is not None
+    old = Lease(queue, first, "w1")
+    old.check()  # held
+    time.sleep(0.1)  # w1 stalls past its lease; another worker takes the job
+    second = queue.claim("w2")
+    assert second is not None
+    assert second.generation == first.generation + 1
+    with pytest.raises(LeaseLost):
+        old.check()
+    assert not old.renew()
+    assert not queue.complete(first.id, "w1", first.generation)
+    new = Lease(queue, second, "w2")
+    new.check()
+    assert queue.complete(second.id, "w2", second.generation)
+
+
+def test_same_worker_name_does_not_defeat_the_fence(db: Database) -> None:
+    """A restarted thread may reuse a worker name; only the generation says who holds it."""
+    queue = JobQueue(db, lease_seconds=0.05)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    first = queue.claim("1:w")
+    assert first is not None
+    time.sleep(0.1)
+    second = queue.claim("1:w")
+    assert second is not None
+    assert not queue.renew(first.id, "1:w", first.generation)
+    assert not queue.complete(first.id, "1:w", first.generation)
+    assert queue.complete(second.id, "1:w", second.generation)
+
+
+def test_lease_expires_by_the_monotonic_clock_without_a_confirmed_renewal(db: Database) -> None:
+    queue = JobQueue(db, lease_seconds=60)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    clock = Clock()
+    lease = Lease(queue, job, "w", clock=clock)
+    clock.now += 40
+    lease.check()  # 20 s left, more than the margin
+    assert lease.renew()
+    clock.now += 49
+    lease.check()  # renewed at 1040: 11 s left > margin (10 s)
+    clock.now += 2
+    with pytest.raises(LeaseLost, match="expired"):
+        lease.check()  # nobody took it (yet), but this worker can no longer be sure it holds it
+
+
+class BrokenRenewals(JobQueue):
+    def renew(self, job_id: int, worker: str, generation: int | None = None) -> bool:
+        raise OSError("disk I/O error")
+
+
+def _pool(
+    queue: JobQueue, processor: Any, store: Any, **settings: Any
+) -> tuple[WorkerPool, Metrics]:
+    metrics = Metrics()
+    base = replace(Settings.load({}, None), **settings)
+    return WorkerPool(cherrypy.engine, queue, processor, store, base, metrics), metrics
+
+
+class SlowProcessor(FakeProcessor):
+    """Runs long enough for the renewer to act, checking its fence before 'writing'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = False
+
+    def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        time.sleep(0.3)
+        fence.current().check()
+        self.wrote = True
+        return super().sync_branch(repo, branch)
+
+
+def test_a_failing_renewer_stops_the_job_visibly_and_requeues_it(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = BrokenRenewals(db, lease_seconds=0.3)
+    store = SqliteStatusStore(db)
+    processor = SlowProcessor()
+    pool, metrics = _pool(queue, processor, store)
+    job_id, _ = queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    pool._work(job, "w")
+    assert not processor.wrote  # stopped before its write
+    after = queue.get(job_id)
+    assert after is not None
+    assert after.state == PENDING  # handed back at once
+    assert "renewing the lease failed" in after.error
+    assert metrics.lease_lost.labels("renew-error")._value.get() == 1
+    assert "renewing the lease failed" in caplog.text
+    status = store.get_status("s", "main")
+    assert status is None or status.state != "failed"  # a lost lease marks nothing
+
+
+def test_a_stale_worker_writes_nothing_once_another_holds_the_job(db: Database) -> None:
+    queue = JobQueue(db, lease_seconds=30)
+    store = SqliteStatusStore(db)
+    processor = SlowProcessor()
+    pool, _ = _pool(queue, processor, store)
+    job_id, _ = queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("old")
+    assert job is not None
+    worker = threading.Thread(target=pool._work, args=(job, "old"))
+    worker.start()
+    time.sleep(0.05)
+    with db.transaction() as conn:  # the lease is taken over (as after an expiry)
+        conn.execute("UPDATE job SET generation=generation+1, worker='new' WHERE id=?", (job_id,))
+    worker.join(5)
+    assert not processor.wrote
+    after = queue.get(job_id)
+    assert after is not None
+    assert (after.state, after.generation) == (RUNNING, job.generation + 1)  # left to its holder
+
+
+# ---- one classification -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("err", "kind"),
+    [
+        (InputError("bad", file="raw/dm.csv", line=3), INPUT),
+        (ConfigError("bad yaml"), INPUT),
+        (KeyCollision("two keys"), INPUT),
+        (TerminalError("merge conflict"), INPUT),
+        (ServiceUnavailable("HMS down"), SERVICE),
+        (ServiceMisconfigured("S3 gateway answered 403"), SERVICE),
+        (KeyError("oops"), INTERNAL),
+        (AssertionError(), INTERNAL),
+    ],
+)
+def test_every_failure_has_one_kind(err: Exception, kind: str) -> None:
+    failure = classify(err)
+    assert failure.kind == kind
+    assert failure.final == (kind != SERVICE)
+    if kind == INTERNAL:
+        assert "please report" in failure.message
+        assert "Traceback" not in failure.message
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    assert all(0 <= backoff(1) <= 1.0 for _ in range(20))
+    assert all(0 <= backoff(30, maximum=300) <= 300 for _ in range(20))
+    assert len({round(backoff(8), 6) for _ in range(20)}) > 1  # jittered
+
+
+class Failing(FakeProcessor):
+    def __init__(self, err: Exception) -> None:
+        super().__init__()
+        self.err = err
+
+    def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        self._record("sync_branch", repo, branch)
+        raise self.err
+
+
+def test_service_failures_are_retried_without_giving_up_and_shown_in_the_status(
+    db: Database,
+) -> None:
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    processor = Failing(ServiceUnavailable("Trino did not answer"))
+    pool, metrics = _pool(queue, processor, store)
+    pool.in_place_wait = wait_none()
+    job_id, _ = queue.enqueue("s", "branch", "main", "sync_branch")
+    for attempt in range(1, 13):  # far beyond any former max-attempts
+        with db.transaction() as conn:
+            conn.execute("UPDATE job SET not_before=0 WHERE id=?", (job_id,))
+        job = queue.claim("w")
+        assert job is not None
+        assert job.attempts == attempt
+        pool._work(job, "w")
+        after = queue.get(job_id)
+        assert after is not None
+        assert after.state == PENDING
+        status = store.get_status("s", "main")
+        assert status is not None
+        assert status.state == "pending"
+        assert status.retry is not None
+        assert status.retry["attempts"] == attempt
+        assert status.retry["next_try_at"] > time.time() - 1
+        assert "Trino did not answer" in status.reason
+    assert metrics.failures.labels(SERVICE)._value.get() == 12
+    assert len(processor.calls) == 12 * 3  # each attempt also retried in place
+
+
+def test_input_failure_is_final_for_its_head_and_not_reenqueued(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    err = InputError("no such column", file="lakehook.yaml", line=2, hint="fix it")
+    pool, metrics = _pool(queue, Failing(err), store)
+    pool.lakefs = lakefs
+    job_id, _ = queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    pool._work(job, "w")
+    assert queue.get(job_id).state == FAILED  # type: ignore[union-attr]
+    status = store.get_status("s", "main")
+    assert status is not None
+    assert status.state == "failed"
+    assert status.head_commit == lakefs.branch_head("s", "main")
+    assert status.errors[0]["kind"] == INPUT
+    reconciler = Reconciler(lakefs, queue, store, Metrics())
+    assert reconciler.sweep() == []  # not retried every sweep
+    assert reconciler.sweep() == []
+    lakefs.upload_object("s", "main", "lakehook.yaml", b"version: 1\n")
+    lakefs.commit("s", "main", "fixed", {})
+    assert len(reconciler.sweep()) == 1  # the input changed: tried again
+
+
+def test_internal_error_is_reported_as_such_with_the_traceback_in_the_log_only(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    pool, metrics = _pool(queue, Failing(ZeroDivisionError("division by zero")), store)
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    pool._work(job, "w")
+    status = store.get_status("s", "main")
+    assert status is not None
+    assert status.state == "failed"
+    assert "internal error" in status.reason
+    assert "please report" in status.errors[0]["message"]
+    assert status.errors[0]["kind"] == INTERNAL
+    assert "Traceback" not in str(status.to_dict())
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+    assert metrics.failures.labels(INTERNAL)._value.get() == 1
+
+
+# ---- reconciler ---------------------------------------------------------------------------------
+
+
+def test_reconciler_finds_actions_on_any_branch_and_bounds_each_sweep(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    lakefs.create_branch("s", "a-first", "main")
+    lakefs.create_branch("s", "zz-actions", "main")
+    install(lakefs, "s", "zz-actions", "http://x:1")  # neither main nor the first branch
+    for n in range(7):
+        lakefs.create_branch("s", f"b{n}", "main")
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    reconciler = Reconciler(lakefs, queue, store, Metrics(), max_refs=4)
+    assert reconciler.repositories() == ["s"]
+    seen: set[str] = set()
+    for _ in range(3):  # 10 branches, 4 per sweep: covered in three sweeps, round robin
+        jobs = reconciler.sweep()
+        assert len(jobs) <= 4
+        seen |= {j.ref for j in map(queue.get, jobs) if j is not None}
+    assert seen == {b.name for b in lakefs.list_branches("s")}
+
+
+def test_reconciler_counts_errors_and_goes_on(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    lakefs.create_branch("s", "dev", "main")
+    queue, store, metrics = JobQueue(db), SqliteStatusStore(db), Metrics()
+    for branch in ("main", "dev"):
+        head = lakefs.branch_head("s", branch)
+        store.put_status(RefStatus("s", branch, "branch", f"s_{branch}", head, head, "synced"))
+
+    class Broken(FakeProcessor):
+        def metastore_problems(self, status: RefStatus) -> list[str]:
+            if status.ref == "main":
+                raise ServiceUnavailable("HMS down")
+            return ["dm: table missing"]
+
+    reconciler = Reconciler(lakefs, queue, store, metrics, processor=Broken())
+    jobs = reconciler.sweep()
+    assert [j.ref for j in map(queue.get, jobs) if j] == ["dev"]  # main's error did not stop it
+    assert metrics.reconcile_errors._value.get() == 1
+
+
+def test_reconciler_deletes_working_branches_no_job_needs(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    lakefs.create_branch("s", "dev", "main")
+    lakefs.create_branch("s", "wip", "main")
+    for name in ("_lakehook-main-0123456789ab", "_lakehook-dev-0123456789ab"):
+        lakefs.create_branch("s", name, "main")
+    lakefs.create_branch("s", "_lakehook-wip-0123456789ab", "main")
+    lakefs.create_branch("s", "_lakehook-gone-0123456789ab", "main")  # its branch was deleted
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    queue.enqueue("s", "branch", "dev", "sync_branch")  # dev's job still needs its branch
+    head = lakefs.branch_head("s", "wip")
+    store.put_status(RefStatus("s", "wip", "branch", "s_wip", head, None, "pending"))
+    clock = Clock()
+    clock.now = 10_000.0
+    reconciler = Reconciler(lakefs, queue, store, Metrics(), working_branch_grace=60, clock=clock)
+    assert sorted(reconciler.clean_working_branches("s")) == [
+        "_lakehook-gone-0123456789ab",
+        "_lakehook-main-0123456789ab",
+    ]
+    left = {b.name for b in lakefs.list_branches("s")}
+    assert {"_lakehook-dev-0123456789ab", "_lakehook-wip-0123456789ab"} <= left
+    clock.now = 0.0  # within the grace period nothing is deleted
+    lakefs.create_branch("s", "_lakehook-main-fedcba987654", "main")
+    assert reconciler.clean_working_branches("s") == []
+
+
+def test_generation_survives_reopen_of_an_old_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE job (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, "
+        "ref_type TEXT NOT NULL, ref TEXT NOT NULL, kind TEXT NOT NULL, "
+        "args TEXT NOT NULL DEFAULT '{}', state TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0, "
+        "lease_until REAL NOT NULL DEFAULT 0, worker TEXT NOT NULL DEFAULT '', "
+        "created_at REAL NOT NULL, started_at REAL, finished_at REAL, "
+        "event TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '');"
+    )
+    conn.close()
+    queue = JobQueue(Database(path))
+    queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    assert job.generation == 1
+    assert queue.complete(job.id, "w", 1)
+    assert queue.counts()[DONE] == 1
+
+
+# ---- the adapters' mapping at the edge ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error_type", "name", "expected"),
+    [
+        ("USER_ERROR", "SYNTAX_ERROR", TerminalError),
+        ("INTERNAL_ERROR", "GENERIC_INTERNAL_ERROR", ServiceUnavailable),
+        ("EXTERNAL", "HIVE_METASTORE_ERROR", ServiceUnavailable),
+        ("INSUFFICIENT_RESOURCES", "EXCEEDED_GLOBAL_MEMORY_LIMIT", ServiceUnavailable),
+    ],
+)
+def test_trino_errors_other_than_user_errors_are_service_failures(
+    error_type: str, name: str, expected: type[Exception]
+) -> None:
+    import trino.exceptions
+
+    from pipeline.adapters.trino_metastore import _translated
+
+    err = trino.exceptions.TrinoQueryError(
+        {"errorName": name, "errorType": error_type, "message": "boom"}, "q1"
+    )
+    with pytest.raises(expected), _translated("SELECT 1"):
+        raise err
+    assert classify(expected("x")).kind == (INPUT if expected is TerminalError else SERVICE)
+
+
+def test_hms_meta_exception_is_a_service_failure() -> None:
+    from pymetastore.hive_metastore import ttypes as hms
+
+    from pipeline.adapters.hive_metastore import HiveMetastore
+
+    adapter = HiveMetastore.__new__(HiveMetastore)
+    adapter.host, adapter.port = "127.0.0.1", 9083
+    adapter._local = threading.local()
+    with pytest.raises(ServiceUnavailable), adapter._translated("create_table"):
+        raise hms.MetaException(message="Got exception: java.io.IOException disk full")
+    with pytest.raises(TerminalError), adapter._translated("create_table"):
+        raise hms.InvalidObjectException(message="bad column type")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(403, ServiceMisconfigured), (400, ServiceMisconfigured), (503, ServiceUnavailable)],
+)
+def test_s3_gateway_refusals_are_misconfiguration_not_outages(
+    status: int, expected: type[Exception]
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipeline.adapters.lakefs import _s3_error
+
+    err = ClientError(
+        {"Error": {"Code": str(status)}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+    mapped = _s3_error("upload s/main/x", err)
+    assert type(mapped) is expected
+    assert classify(mapped).kind == SERVICE
+    assert classify(mapped).retry_in_place == (expected is ServiceUnavailable)
