@@ -62,6 +62,20 @@ def stack_down(settings: Settings) -> list[str]:
     return [c.name for c in reversed(core_components(settings)) if c.stop()]
 
 
+ALIASES = {"hms": "hive-metastore", "metastore": "hive-metastore"}
+
+
+def component_named(settings: Settings, name: str) -> Component:
+    """The stack component called ``name`` (or an alias: ``hms``, ``metastore``)."""
+    components = {c.name: c for c in core_components(settings)}
+    wanted = ALIASES.get(name, name)
+    if wanted not in components:
+        raise click.BadParameter(
+            f"unknown component {name!r}; known: {', '.join(components)}", param_hint="COMPONENT"
+        )
+    return components[wanted]
+
+
 def describe(component: Component) -> dict[str, object]:
     pid = component.pid()
     return {
@@ -95,6 +109,27 @@ def register(main: click.Group) -> None:
         """Stop the processes the stack started (data is kept)."""
         stopped = stack_down(settings)
         click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+    @stack.command("stop")
+    @click.argument("component")
+    @click.pass_obj
+    def stop_one(settings: Settings, component: str) -> None:
+        """Stop one component (e.g. to try lakehook through an outage); data is kept."""
+        target = component_named(settings, component)
+        stopped = target.stop()
+        click.echo(f"{target.name}: {'stopped' if stopped else 'was not running'}")
+
+    @stack.command("start")
+    @click.argument("component")
+    @click.pass_obj
+    def start_one(settings: Settings, component: str) -> None:
+        """Start one installed component; return once it answers."""
+        target = component_named(settings, component)
+        try:
+            what, waited = target.start()
+        except LakehookError as err:
+            _fail(err)
+        click.echo(f"{target.name}: {what}, ready after {waited:.1f}s (port {target.port})")
 
     @stack.command()
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
