@@ -171,5 +171,14 @@ def install(lakefs: LakeFS, repo: str, branch: str, url: str) -> str | None:
     return lakefs.commit(repo, branch, f"lakehook: install actions calling {url}", meta).id
 
 
-def has_actions(lakefs: LakeFS, repo: str, ref: str) -> bool:
-    return bool(lakefs.list_objects(repo, ref, f"{TARGET_PREFIX}lakehook-"))
+def has_actions(lakefs: LakeFS, repo: str, ref: str, url: str | None = None) -> bool:
+    """lakehook's action files are on ``ref``; with ``url``: and they call that server.
+
+    A server reconciles only the repositories whose actions call it: two lakehook servers on
+    one lakeFS (or the test servers of a shared stack) never work on each other's repositories.
+    """
+    files = lakefs.list_objects(repo, ref, f"{TARGET_PREFIX}lakehook-")
+    if not files or url is None:
+        return bool(files)
+    target = f"{url.rstrip('/')}/webhooks/lakefs".encode()
+    return any(target in lakefs.read_object(repo, ref, f.path) for f in files[:1])

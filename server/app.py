@@ -296,6 +296,7 @@ def build_context(
         processor=processor,
         max_refs=settings.reconcile_max_refs,
         working_branch_grace=settings.working_branch_grace,
+        server_url=settings.server_url,
     )
     return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
 

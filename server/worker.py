@@ -341,6 +341,7 @@ class Reconciler:
         *,
         max_refs: int = 500,
         working_branch_grace: float = 900.0,
+        server_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.lakefs, self.queue, self.store, self.metrics = lakefs, queue, store, metrics
@@ -348,19 +349,20 @@ class Reconciler:
         self.processor = processor  # None: heads only, the metastore is not checked
         self.max_refs = max_refs
         self.working_branch_grace = working_branch_grace
+        self.server_url = server_url  # None: every repository with lakehook's actions
         self.clock = clock
         self._cursor = 0  # where the next timer sweep starts in the list of refs
         self._lock = threading.Lock()
 
     # ---- what to look at -------------------------------------------------------------------
     def repositories(self) -> list[str]:
-        """Repositories with lakehook's actions on any branch."""
+        """Repositories with lakehook's actions on any branch (calling this server)."""
         out = []
         for repo in self.lakefs.list_repositories():
             try:
                 branches = self.lakefs.list_branches(repo)
                 if any(
-                    has_actions(self.lakefs, repo, b.name)
+                    has_actions(self.lakefs, repo, b.name, self.server_url)
                     for b in branches
                     if not b.name.startswith(WORKING_PREFIX)
                 ):

@@ -298,8 +298,10 @@ def test_reconciler_finds_actions_on_any_branch_and_bounds_each_sweep(db: Databa
     for n in range(7):
         lakefs.create_branch("s", f"b{n}", "main")
     queue, store = JobQueue(db), SqliteStatusStore(db)
-    reconciler = Reconciler(lakefs, queue, store, Metrics(), max_refs=4)
+    reconciler = Reconciler(lakefs, queue, store, Metrics(), max_refs=4, server_url="http://x:1")
     assert reconciler.repositories() == ["s"]
+    other = Reconciler(lakefs, queue, store, Metrics(), server_url="http://y:2")
+    assert other.repositories() == []  # its actions call another server
     seen: set[str] = set()
     for _ in range(3):  # 10 branches, 4 per sweep: covered in three sweeps, round robin
         jobs = reconciler.sweep()
