@@ -92,15 +92,17 @@ def decide(
 def _status_reasons(status: RefStatus | None, head: str) -> list[str]:
     if status is None:
         return [
-            f"the source has not been processed yet (head {head[:12]}); wait for lakehook to "
-            "finish or run `lakehook reconcile`, then merge again"
+            f"the source is still processing: lakehook has not processed it yet (head "
+            f"{head[:12]}); wait for lakehook to finish or run `lakehook reconcile`, then merge "
+            "again"
         ]
     where = f"{status.ref_type} {status.ref}"
     if status.head_commit != head:
         return [
-            f"{where} is not synced: lakehook last finished {status.head_commit[:12] or 'nothing'}"
-            f" but the head is {head[:12]}; wait for state synced (`lakehook status --repo "
-            f"{status.repository} --{status.ref_type} {status.ref}`) and merge again"
+            f"{where} is still processing: lakehook last finished "
+            f"{status.head_commit[:12] or 'nothing'} but the head is {head[:12]}; wait for state "
+            f"synced (`lakehook status --repo {status.repository} --{status.ref_type} "
+            f"{status.ref}`) and merge again"
         ]
     if status.state == "failed":
         errors = "; ".join(
@@ -112,8 +114,9 @@ def _status_reasons(status: RefStatus | None, head: str) -> list[str]:
             "input on the source branch and commit before merging"
         ]
     if status.state != "synced":
+        still = "still processing: " if status.state in ("pending", "processing") else ""
         return [
-            f"{where} is {status.state}"
+            f"{where} is {still}{status.state}"
             + (f" ({status.reason})" if status.reason else "")
             + "; wait for state synced and merge again"
         ]

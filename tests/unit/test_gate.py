@@ -109,13 +109,13 @@ def test_lakehooks_own_merge_is_allowed() -> None:
 def test_never_processed_source_is_refused() -> None:
     decision = gate(source_status=None)
     assert not decision.allowed
-    assert "not been processed" in decision.reasons[0]
+    assert "still processing" in decision.reasons[0]
 
 
 def test_source_head_ahead_of_recorded_status_is_refused() -> None:
     decision = gate(source_status=status(head="b" * 64))
     assert not decision.allowed
-    assert "not synced" in decision.reasons[0]
+    assert "still processing" in decision.reasons[0]
     assert HEAD[:12] in decision.reasons[0]
 
 
