@@ -50,7 +50,7 @@ from lakehook.settings import Settings
 from pipeline import naming
 from pipeline.model import RefStatus
 from pipeline.ports import LakeFS, Processor, StatusStore
-from pipeline.provenance import is_working_branch_name
+from pipeline.provenance import WORKING_PREFIX, is_working_branch_name
 from server.actions import has_actions
 from server.jobs import Job, JobQueue, Lease
 from server.metrics import Metrics
@@ -364,7 +364,7 @@ class Reconciler:
                 if any(
                     has_actions(self.lakefs, repo, b.name, self.server_url)
                     for b in branches
-                    if not b.name.startswith(WORKING_PREFIX)
+                    if not is_working_branch_name(b.name)
                 ):
                     out.append(repo)
             except NotFound:
@@ -402,7 +402,7 @@ class Reconciler:
                 refs += [
                     (name, r, "branch")
                     for r in self.lakefs.list_branches(name)
-                    if not r.name.startswith(WORKING_PREFIX)
+                    if not is_working_branch_name(r.name)
                 ]
                 refs += [(name, r, "tag") for r in self.lakefs.list_tags(name)]
             except NotFound:
@@ -483,11 +483,11 @@ class Reconciler:
         period after its head commit (a job may be about to use it).
         """
         branches = self.lakefs.list_branches(repo)
-        users = [b.name for b in branches if not b.name.startswith(WORKING_PREFIX)]
+        users = [b.name for b in branches if not is_working_branch_name(b.name)]
         active = self.queue.active_refs(repo)
         deleted = []
         for work in branches:
-            if not work.name.startswith(WORKING_PREFIX):
+            if not is_working_branch_name(work.name):
                 continue
             owners = [b for b in users if _works_for(work.name, b)]
             if any(("branch", b) in active for b in owners):
