@@ -107,9 +107,7 @@ def write_back(
     repo, _branch = plan.repository, plan.branch
     if plan.ready_branch is not None:
         manifests = read_manifests(lakefs, repo, plan.ready_branch, provenance)
-        return _merge(
-            lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence
-        )
+        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence)
     manifests = resulting_manifests(plan, runs)
     done = [r for r in runs if r.manifest is not None]
     if not done and not plan.removed and not plan.discard:
