@@ -92,7 +92,7 @@ def decide(
 def _status_reasons(status: RefStatus | None, head: str) -> list[str]:
     if status is None:
         return [
-            f"the source is still processing: lakehook has not processed it yet (head "
+            f"the source is still processing: it has not been processed yet (head "
             f"{head[:12]}); wait for lakehook to finish or run `lakehook reconcile`, then merge "
             "again"
         ]
