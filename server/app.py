@@ -63,7 +63,8 @@ class Webhooks:
 
     @cherrypy.expose
     @cherrypy.tools.json_out()
-    def lakefs(self) -> dict[str, Any]:
+    def lakefs(self, **_form: str) -> dict[str, Any]:
+        # a form-encoded body arrives parsed into ``_form``; it is refused below (415)
         request = cherrypy.request
         if request.method != "POST":
             cherrypy.response.headers["Allow"] = "POST"
@@ -80,6 +81,9 @@ class Webhooks:
         except (ValueError, UnicodeDecodeError) as err:
             self.ctx.metrics.events.labels("unknown", "invalid").inc()
             return _reply(400, {"error": f"body is not JSON: {err}"})
+        except RecursionError:
+            self.ctx.metrics.events.labels("unknown", "invalid").inc()
+            return _reply(400, {"error": "body is not JSON lakeFS sends: nested too deeply"})
         except InvalidEvent as err:
             self.ctx.metrics.events.labels("unknown", "invalid").inc()
             return _reply(400, {"error": str(err)})

@@ -8,6 +8,7 @@ without a valid signature is a person's commit like any other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,16 @@ JOB_KINDS = {
 }
 HANDLED = (*JOB_KINDS, PRE_MERGE)
 TAG_EVENTS = (POST_CREATE_TAG, POST_DELETE_TAG)
+
+# what lakeFS itself accepts as names (its ValidateRepositoryID / ValidateBranchID); a tag is one
+# path element; any other text field is bounded and free of control characters
+_NAMES = {
+    "repository_id": (re.compile(r"[a-z0-9][a-z0-9-]{0,62}"), "a lakeFS repository id"),
+    "branch_id": (re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_]{0,255}"), "a lakeFS branch name"),
+    "tag_id": (re.compile(r"[^/\s\x00-\x1f\x7f]{1,256}"), "a lakeFS tag name"),
+}
+_TEXT = re.compile(r"[^\x00-\x1f\x7f]{0,1024}")
+MAX_METADATA = 256  # keys of commit_metadata
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,13 @@ def _text(payload: Mapping[str, Any], name: str, required: bool = False) -> str:
         raise InvalidEvent(f"field {name!r} must be a string, not {type(value).__name__}")
     if required and not value:
         raise InvalidEvent(f"field {name!r} is required for this event")
+    if value:
+        pattern, what = _NAMES.get(
+            name, (_TEXT, "at most 1024 characters without control characters")
+        )
+        if not pattern.fullmatch(value):
+            shown = repr(value if len(value) <= 80 else value[:77] + "...")
+            raise InvalidEvent(f"field {name!r} is not {what}: {shown}")
     return value
 
 
@@ -88,6 +106,8 @@ def parse_event(payload: Any) -> Event:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InvalidEvent("field 'commit_metadata' must map strings to strings")
+    if len(metadata) > MAX_METADATA:
+        raise InvalidEvent(f"field 'commit_metadata' has more than {MAX_METADATA} keys")
     return Event(
         event_type=event_type,
         repository=repository,
