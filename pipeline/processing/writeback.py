@@ -36,7 +36,7 @@ from typing import Any
 from lakehook import faults
 from lakehook.errors import NotFound, RefMoved, TerminalError
 from lakehook.fence import UNFENCED, Fence
-from pipeline.model import ORIGIN_KEY, ORIGIN_VALUE, SOURCE_COMMIT_KEY, TableManifest, TableRun
+from pipeline.model import SOURCE_COMMIT_KEY, TableManifest, TableRun
 from pipeline.ports import LakeFS, ObjectInfo
 from pipeline.processing.plan import BranchPlan, read_manifests
 from pipeline.processing.table import local_dir, table_prefix
@@ -70,17 +70,25 @@ def resulting_manifests(plan: BranchPlan, runs: Sequence[TableRun]) -> dict[str,
 MERGE_SEARCH_DEPTH = 100  # destination commits searched for a merge already made
 
 
-def find_merge(lakefs: LakeFS, repo: str, branch: str, work_head: str, source: str) -> str | None:
+def find_merge(
+    lakefs: LakeFS,
+    repo: str,
+    branch: str,
+    work_head: str,
+    source: str,
+    provenance: Provenance,
+) -> str | None:
     """The lakehook merge of ``work_head`` into ``branch`` for ``source``, if already made.
 
-    Recognised by the destination's history: a commit carrying lakehook's origin and this
-    source commit whose parents include the working branch's head.
+    Recognised by the destination's history: lakehook's own signed commit
+    (``Provenance.is_lakehook_commit``) for this source commit whose parents include the
+    working branch's head.
     """
     for commit in lakefs.log(repo, branch, limit=MERGE_SEARCH_DEPTH):
         if (
             work_head in commit.parents[1:]
-            and commit.metadata.get(ORIGIN_KEY) == ORIGIN_VALUE
             and commit.metadata.get(SOURCE_COMMIT_KEY) == source
+            and provenance.is_lakehook_commit(repo, commit)
         ):
             return commit.id
     return None
@@ -178,7 +186,7 @@ def _merge(
     repo, branch = plan.repository, plan.branch
     tables = sorted(manifests)
     work_head = lakefs.branch_head(repo, work)
-    merged = find_merge(lakefs, repo, branch, work_head, plan.source_commit)
+    merged = find_merge(lakefs, repo, branch, work_head, plan.source_commit, provenance)
     if merged is not None:  # an interrupted attempt merged already: finish its clean-up
         log.info("outputs of %s were merged already (%s)", plan.source_commit[:12], merged[:12])
         delete_working_branch(lakefs, repo, work, fence)
@@ -207,7 +215,7 @@ def _merge(
             )
         raise err
     except TerminalError as err:
-        found = find_merge(lakefs, repo, branch, work_head, plan.source_commit)
+        found = find_merge(lakefs, repo, branch, work_head, plan.source_commit, provenance)
         if found is not None:  # made by a concurrent attempt (a worker that lost its lease)
             delete_working_branch(lakefs, repo, work, fence)
             return WriteBack(

@@ -409,3 +409,23 @@ def test_gate_checks_a_bare_commit_by_a_synced_ref_at_it(
     assert f"commit {older[:12]} is not the synced head of any branch or tag" in refused.reasons[0]
     lakefs.create_branch(REPO, "feature", "main")
     assert service.gate(REPO, older, "feature", older).allowed  # not protected
+
+
+def test_a_merge_a_person_made_with_copied_markers_is_not_taken_for_lakehooks(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    from pipeline.processing.writeback import find_merge
+
+    source = deliver(lakefs, "main", BASE)
+    lakefs.merge_hook = None
+    work = working_branch("main", source)
+    lakefs.create_branch(REPO, work, source)
+    lakefs.upload_object(REPO, work, "tables/dm/x.parquet", b"forged")
+    work_head = lakefs.commit(REPO, work, "outputs", {}).id
+    marker = {ORIGIN_KEY: "lakehook", SOURCE_COMMIT_KEY: source}
+    lakefs.merge(REPO, work, "main", "looks like lakehook's", marker)
+    assert find_merge(lakefs, REPO, "main", work_head, source, service.provenance) is None
+    signed = service.provenance.commit_metadata(REPO, "main", source, work_head, {})
+    lakefs.create_branch(REPO, "other", source)
+    merged = lakefs.merge(REPO, work, "other", "lakehook's", signed)
+    assert find_merge(lakefs, REPO, "other", work_head, source, service.provenance) == merged
