@@ -107,8 +107,30 @@ def schema_name(
     return candidate
 
 
+def ref_problem(ref: str) -> str | None:
+    """Why ``ref`` cannot name a location ``s3a://<repo>/<ref>/...`` (None: it can).
+
+    The S3 gateway reads the first path element after the repository as the ref, so a ref
+    must be exactly one path element: ``release/1.0`` would be read as branch ``release``.
+    lakeFS refuses ``/`` in branch and tag names today; this keeps it so if it ever did not.
+    """
+    if not ref or ref in (".", "..") or "/" in ref or "\\" in ref:
+        return (
+            "a ref used in table locations must be one path element (no '/'); the S3 "
+            "gateway would read another ref. Rename the branch or tag"
+        )
+    return None
+
+
 def table_location(repo: str, ref: str, table: str) -> str:
-    """``s3a://<repo>/<ref>/tables/<table>/``: where a ref's table reads its Parquet files."""
+    """``s3a://<repo>/<ref>/tables/<table>/``: where a ref's table reads its Parquet files.
+
+    Raises:
+        ValueError: ``ref`` is not one path element (``ref_problem``).
+    """
+    problem = ref_problem(ref)
+    if problem is not None:
+        raise ValueError(f"{ref!r}: {problem}")
     return f"s3a://{repo}/{ref}/tables/{table}/"
 
 

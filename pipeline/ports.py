@@ -93,6 +93,10 @@ class LakeFS(Protocol):
         """A readable stream of the object; the caller closes it."""
         ...
 
+    def read_range(self, repo: str, ref: str, path: str, offset: int, length: int) -> bytes:
+        """At most ``length`` bytes of the object from ``offset`` (a ranged read)."""
+        ...
+
     def upload_object(
         self, repo: str, branch: str, path: str, data: bytes | BinaryIO
     ) -> ObjectInfo: ...
@@ -247,7 +251,15 @@ class StatusStore(Protocol):
         """Every persisted (repository, ref_type, ref) -> Hive schema name."""
         ...
 
-    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None: ...
+    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> str:
+        """Claim ``schema`` for the ref atomically and return the name actually stored.
+
+        A name already stored for the ref is returned unchanged. If another ref took
+        ``schema`` meanwhile (two refs processed at the same moment), the name is recomputed
+        by the collision rule (``naming.schema_name``) inside the same transaction, so two
+        refs never share a schema (contract §7 v1.1).
+        """
+        ...
 
     def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
         """Record, durably and before asking lakeFS, that lakehook merges ``source_commit``

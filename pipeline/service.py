@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehook import faults, fence
-from lakehook.errors import ConfigError, NotFound
+from lakehook.errors import ConfigError, InvalidEvent, NotFound
 from lakehook.settings import Settings
 from pipeline import drift as drift_rules
 from pipeline import gate as gate_rules
@@ -90,9 +90,27 @@ class BranchService:
 
     # ---- naming -------------------------------------------------------------------------------
     def schema_for(self, repo: str, ref: str, ref_type: str = BRANCH) -> str:
+        problem = naming.ref_problem(ref)
+        if problem is not None:  # refused, never mapped to a location another ref owns
+            message = f"{ref_type} {ref!r}: {problem}"
+            self.store.put_status(
+                RefStatus(
+                    repo,
+                    ref,
+                    ref_type,
+                    "",
+                    "",
+                    None,
+                    "failed",
+                    errors=({"message": message, "hint": "rename the branch or tag"},),
+                    reason=message,
+                    updated_at=time.time(),
+                )
+            )
+            raise InvalidEvent(f"repository {repo!r}: {message}")
         name = naming.schema_name(repo, ref, self.store.schema_mapping(), ref_type)
-        self.store.save_schema_name(repo, ref_type, ref, name)
-        return name
+        # the store claims the name atomically: another ref may have taken it meanwhile
+        return self.store.save_schema_name(repo, ref_type, ref, name)
 
     @contextlib.contextmanager
     def _scratch(self) -> Iterator[Path]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline import naming
 from pipeline.model import RefStatus
 
 SCHEMA = """
@@ -144,12 +145,23 @@ class SqliteStatusStore:
         rows = self.db.connection().execute("SELECT * FROM schema_name").fetchall()
         return {(r["repo"], r["ref_type"], r["ref"]): r["schema"] for r in rows}
 
-    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None:
+    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> str:
+        """Insert-or-fail in one ``BEGIN IMMEDIATE`` transaction (processes serialise on the
+        database file); on a conflict the name is recomputed with the collision rule."""
         with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO schema_name VALUES (?, ?, ?, ?)",
-                (repo, ref_type, ref, schema),
-            )
+            stored = db.execute(
+                "SELECT schema FROM schema_name WHERE repo=? AND ref_type=? AND ref=?",
+                (repo, ref_type, ref),
+            ).fetchone()
+            if stored is not None:
+                return str(stored["schema"])
+            taken = db.execute("SELECT 1 FROM schema_name WHERE schema=?", (schema,)).fetchone()
+            if taken is not None:
+                rows = db.execute("SELECT * FROM schema_name").fetchall()
+                mapping = {(r["repo"], r["ref_type"], r["ref"]): r["schema"] for r in rows}
+                schema = naming.schema_name(repo, ref, mapping, ref_type)
+            db.execute("INSERT INTO schema_name VALUES (?, ?, ?, ?)", (repo, ref_type, ref, schema))
+            return schema
 
     def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
         """Durably record that lakehook is about to merge ``source_commit`` into

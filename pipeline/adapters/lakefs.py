@@ -230,6 +230,24 @@ class LakeFSClient:
         body: BinaryIO = response["Body"]
         return body
 
+    def read_range(self, repo: str, ref: str, path: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key, span = f"{ref}/{path}", f"bytes={offset}-{offset + length - 1}"
+        try:
+            response = self.s3.get_object(Bucket=repo, Key=key, Range=span)
+            data: bytes = response["Body"].read()
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NoSuchBucket"}:
+                raise NotFound(f"object {path!r} not found at {repo}/{ref}") from None
+            raise ServiceUnavailable(f"read {repo}/{ref}/{path} ({span}): {err}") from None
+        except BotoCoreError as err:
+            raise ServiceUnavailable(f"read {repo}/{ref}/{path} ({span}): {err}") from None
+        return data
+
     def upload_object(
         self, repo: str, branch: str, path: str, data: bytes | BinaryIO
     ) -> ObjectInfo:

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lakehook.errors import LakehookError, TransientError
+from lakehook.errors import LakehookError, NotFound, TransientError
 from pipeline.metastore.sync import (
     DEFAULT_WORKERS,
     desired_tables_from_manifests,
@@ -90,11 +90,58 @@ def trino_type(arrow_type: Any) -> str:
     return str(arrow_type)
 
 
-def parquet_columns(data: bytes) -> tuple[list[tuple[str, str]], int]:
+def parquet_columns(data: bytes | pa.NativeFile) -> tuple[list[tuple[str, str]], int]:
     """(name, Trino type) of each column and the row count, from a Parquet file's footer."""
-    metadata = pq.read_metadata(io.BytesIO(data))
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    metadata = pq.ParquetFile(source).metadata
     schema = metadata.schema.to_arrow_schema()
     return [(f.name.lower(), trino_type(f.type)) for f in schema], metadata.num_rows
+
+
+class _RangedObject(io.RawIOBase):
+    """A read-only, seekable view of one lakeFS object that fetches only the ranges read.
+
+    pyarrow reads a Parquet footer from the end of the file (its last 64 KiB, then the rest
+    of the footer if larger), so verification transfers the footers, never whole files.
+    """
+
+    def __init__(self, lakefs: LakeFS, repo: str, ref: str, path: str, size: int) -> None:
+        self.lakefs, self.repo, self.ref, self.path, self.size = lakefs, repo, ref, path, size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), max(self.size - self.position, 0))
+        if length <= 0:
+            return 0
+        data = self.lakefs.read_range(self.repo, self.ref, self.path, self.position, length)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def footer_columns(
+    lakefs: LakeFS, repo: str, ref: str, path: str
+) -> tuple[list[tuple[str, str]], int]:
+    """``parquet_columns`` of an object in lakeFS, read from its footer by ranged reads."""
+    info = lakefs.stat_object(repo, ref, path)
+    if info is None:
+        raise NotFound(f"object {path!r} not found at {repo}/{ref}")
+    ranged = _RangedObject(lakefs, repo, ref, path, info.size)
+    return parquet_columns(pa.PythonFile(ranged, mode="r"))
 
 
 def check_definitions(
@@ -121,7 +168,7 @@ def check_files(lakefs: LakeFS, repo: str, ref: str, manifest: TableManifest) ->
     rows = 0
     for path in manifest.files:
         try:
-            columns, count = parquet_columns(lakefs.read_object(repo, ref, path))
+            columns, count = footer_columns(lakefs, repo, ref, path)
         except TransientError:
             raise
         except (LakehookError, OSError, pa.ArrowException) as err:

@@ -109,3 +109,18 @@ def test_tags(lakefs: LakeFS, repo: str) -> None:
     assert lakefs.list_tags(repo) == []
     with pytest.raises(NotFound):
         lakefs.resolve(repo, "v1")
+
+
+def test_ranged_reads(lakefs: LakeFS, repo: str) -> None:
+    data = bytes(range(256)) * 40
+    lakefs.upload_object(repo, "main", "tables/t/part-00000.parquet", data)
+    commit = lakefs.commit(repo, "main", "range", {})
+    assert (
+        lakefs.read_range(repo, commit.id, "tables/t/part-00000.parquet", 100, 50) == data[100:150]
+    )
+    assert (
+        lakefs.read_range(repo, "main", "tables/t/part-00000.parquet", len(data) - 8, 8)
+        == (data[-8:])
+    )
+    with pytest.raises(NotFound):
+        lakefs.read_range(repo, "main", "tables/none.parquet", 0, 8)

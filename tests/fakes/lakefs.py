@@ -39,6 +39,7 @@ class FakeLakeFS:
         self.repos: dict[str, _Repo] = {}
         self._lock = threading.RLock()
         self._counter = itertools.count(1)
+        self.bytes_ranged = 0  # bytes served by read_range (footer-only reads are small)
         self.merge_hook: object = (
             None  # callable(repo, source_commit, dest) -> None | raise, to mimic pre-merge
         )
@@ -146,6 +147,13 @@ class FakeLakeFS:
 
     def open_object(self, repo: str, ref: str, path: str) -> BinaryIO:
         return io.BytesIO(self.read_object(repo, ref, path))
+
+    def read_range(self, repo: str, ref: str, path: str, offset: int, length: int) -> bytes:
+        data = self._tree(repo, ref).get(path)
+        if data is None:
+            raise NotFound(f"object {path!r} not found at {repo}/{ref}")
+        self.bytes_ranged += length
+        return data[offset : offset + length]
 
     def upload_object(
         self, repo: str, branch: str, path: str, data: bytes | BinaryIO

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from pipeline import naming
 from pipeline.model import RefStatus
 
 
@@ -34,9 +35,15 @@ class MemoryStatusStore:
     def schema_mapping(self) -> dict[tuple[str, str, str], str]:
         return dict(self._schemas)
 
-    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> None:
+    def save_schema_name(self, repo: str, ref_type: str, ref: str, schema: str) -> str:
         with self._lock:
-            self._schemas[(repo, ref_type, ref)] = schema
+            key = (repo, ref_type, ref)
+            if key in self._schemas:
+                return self._schemas[key]
+            if schema in self._schemas.values():
+                schema = naming.schema_name(repo, ref, self._schemas, ref_type)
+            self._schemas[key] = schema
+            return schema
 
     def record_merge(self, repo: str, destination: str, source_commit: str) -> None:
         with self._lock:

@@ -419,3 +419,150 @@ def test_contents_file_with_too_many_columns_is_an_error_naming_the_setting() ->
     assert "5000 columns" in str(problem)
     assert "max_columns" in str(problem)
     assert wide.errors("raw/contents.csv", max_columns=5000) == []
+
+
+def _claim_in_process(path: str, ref: str, barrier: object, out: object) -> None:
+    from pipeline import naming
+    from server.store import Database, SqliteStatusStore
+
+    store = SqliteStatusStore(Database(Path(path)))
+    name = naming.schema_name("s", ref, store.schema_mapping())  # read before either writes
+    barrier.wait()  # type: ignore[attr-defined]
+    out.put((ref, store.save_schema_name("s", "branch", ref, name)))  # type: ignore[attr-defined]
+
+
+def test_two_processes_racing_for_one_schema_name_get_two(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    out = context.Queue()
+    path = str(tmp_path / "jobs.sqlite3")
+    from server.store import Database, SqliteStatusStore
+
+    SqliteStatusStore(Database(Path(path)))  # the schema exists before the race
+    workers = [
+        context.Process(target=_claim_in_process, args=(path, ref, barrier, out))
+        for ref in ("feature-1", "feature_1")
+    ]
+    for worker in workers:
+        worker.start()
+    results = dict(out.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(set(results.values())) == 2
+    assert "s_feature_1" in results.values()
+    stored = SqliteStatusStore(Database(Path(path))).schema_mapping()
+    assert {stored[("s", "branch", ref)] for ref in results} == set(results.values())
+
+
+def test_services_racing_use_the_name_the_store_kept(tmp_path: Path) -> None:
+    import threading
+
+    from server.store import Database, SqliteStatusStore
+
+    path = tmp_path / "jobs.sqlite3"
+    barrier = threading.Barrier(2)
+    names: dict[str, str] = {}
+
+    class Racing(SqliteStatusStore):
+        def schema_mapping(self) -> dict[tuple[str, str, str], str]:
+            mapping = super().schema_mapping()
+            barrier.wait(timeout=30)  # both have read the mapping before either claims
+            return mapping
+
+    def claim(ref: str) -> None:
+        from pipeline.service import BranchService
+        from tests.fakes.lakefs import FakeLakeFS
+        from tests.fakes.metastore import FakeMetastore
+
+        service = BranchService(
+            settings=Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path)}, None),
+            lakefs=FakeLakeFS(),
+            metastore=FakeMetastore(),
+            store=Racing(Database(path)),
+        )
+        names[ref] = service.schema_for("s", ref)
+
+    threads = [threading.Thread(target=claim, args=(r,)) for r in ("feature-1", "feature_1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(set(names.values())) == 2
+
+
+def test_a_ref_with_a_slash_is_refused_with_a_status_error(tmp_path: Path) -> None:
+    from lakehook.errors import InvalidEvent
+    from pipeline import naming
+    from pipeline.service import BranchService
+    from tests.fakes.lakefs import FakeLakeFS
+    from tests.fakes.metastore import FakeMetastore
+    from tests.fakes.status import MemoryStatusStore
+
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("study", "local://study")
+    lakefs.upload_object("study", "main", "raw/dm.csv", b"A\n1\n")
+    lakefs.commit("study", "main", "d", {})
+    lakefs.create_tag("study", "release/1.0", "main")
+    store = MemoryStatusStore()
+    metastore = FakeMetastore()
+    service = BranchService(
+        settings=Settings.load({"LAKEHOOK_STATE_DIR": str(tmp_path)}, None),
+        lakefs=lakefs,
+        metastore=metastore,
+        store=store,
+        workdir=tmp_path / "w",
+    )
+    with pytest.raises(InvalidEvent, match="one path element"):
+        service.sync_tag("study", "release/1.0")
+    status = store.get_status("study", "release/1.0", "tag")
+    assert status is not None
+    assert status.state == "failed"
+    assert "rename" in status.errors[0]["hint"]
+    assert metastore.list_schemas() == []
+    with pytest.raises(ValueError, match="one path element"):
+        naming.table_location("study", "release/1.0", "dm")
+
+
+# ---- 4. verification reads Parquet footers only ---------------------------------------------
+
+
+def test_verification_reads_footers_not_whole_files(tmp_path: Path) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from pipeline.metastore.verify import check_files
+    from tests.fakes.lakefs import FakeLakeFS
+    from tests.fakes.metastore import make_manifest
+
+    rows = 200_000
+    table = pa.table({"a": pa.array([f"value-{i:09d}-{i * 7919 % 1000003}" for i in range(rows)])})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="none", use_dictionary=False)
+    data = sink.getvalue()
+    assert len(data) > 4 << 20
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("r", "local://r")
+    lakefs.upload_object("r", "main", "tables/t/part-00000.parquet", data)
+    whole_reads: list[str] = []
+    real_read = lakefs.read_object
+
+    def read_object(repo: str, ref: str, path: str) -> bytes:
+        if path.endswith(".parquet"):
+            whole_reads.append(path)
+        return real_read(repo, ref, path)
+
+    lakefs.read_object = read_object  # type: ignore[method-assign]
+    manifest = make_manifest(
+        "t", [("a", "varchar")], rows=rows, files=("tables/t/part-00000.parquet",)
+    )
+    assert check_files(lakefs, "r", "main", manifest) == []
+    assert whole_reads == []
+    assert 0 < lakefs.bytes_ranged <= 256 << 10
+    from dataclasses import replace
+
+    wrong = replace(manifest, rows=rows + 1)
+    (problem,) = check_files(lakefs, "r", "main", wrong)
+    assert problem.what == "parquet row count differs"
