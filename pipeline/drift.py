@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pipeline.model import DRIFT_CLASSES, Drift, DriftChange, OutputColumn, TableManifest
 from pipeline.naming import column_name, key_column
@@ -219,6 +220,19 @@ def _value_changes(old: TableManifest, new: TableManifest) -> list[DriftChange]:
                 )
             )
     return changes
+
+
+def describe_dict(change: Mapping[str, Any]) -> str:
+    """``describe`` for a change as the status JSON has it (``column``, ``change``, ``from``...)."""
+    return describe(
+        DriftChange(
+            change.get("column"),
+            change["change"],
+            change.get("from"),
+            change.get("to"),
+            change.get("class", NONE),
+        )
+    )
 
 
 def describe(change: DriftChange) -> str:

@@ -127,11 +127,9 @@ def _print_status(status: dict[str, Any]) -> None:
 
 def _describe_change(change: dict[str, Any]) -> str:
     """One line per drift change, e.g. ``column age: type changed integer -> double (WIDENING)``."""
-    where = f"column {change['column']}" if change.get("column") else "table"
-    detail = change["change"]
-    if change.get("from") is not None or change.get("to") is not None:
-        detail += f" {change.get('from') or '-'} -> {change.get('to') or '-'}"
-    return f"{where}: {detail} ({change.get('class', 'NONE')})"
+    from pipeline.drift import describe_dict
+
+    return describe_dict(change)
 
 
 @click.command()
@@ -139,14 +137,30 @@ def _describe_change(change: dict[str, Any]) -> str:
 @click.option("--branch", default=None)
 @click.option("--tag", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Contract §9 JSON (a list for a repo).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="First wait until lakehook has finished the branch's head (exit 1 if it failed).",
+)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds --wait waits.")
 @pass_settings
 @fails_cleanly
 def status(
-    settings: Settings, repo: str, branch: str | None, tag: str | None, as_json: bool
+    settings: Settings,
+    repo: str,
+    branch: str | None,
+    tag: str | None,
+    as_json: bool,
+    wait: bool,
+    timeout: float,
 ) -> None:
     """State of one branch or tag, or of every branch and tag of the repository."""
     if branch and tag:
         raise click.UsageError("give --branch or --tag, not both")
+    if wait:
+        if not branch:
+            raise click.UsageError("--wait needs --branch")
+        _wait_for_branch(settings, repo, branch, timeout)
     try:
         statuses = _call(settings, f"/api/v1/repos/{repo}/status") or []
     except ServiceUnavailable:
@@ -163,14 +177,57 @@ def status(
             sys.exit(1)
         if as_json:
             click.echo(json.dumps(statuses[0], indent=2))
-            return
-    elif as_json:
+        else:
+            _print_status(statuses[0])
+        if wait and statuses[0].get("state") == "failed":
+            sys.exit(1)
+        return
+    if as_json:
         click.echo(json.dumps(statuses, indent=2))
         return
     if not statuses:
         click.echo(f"no status recorded for {repo}")
     for s in statuses:
         _print_status(s)
+
+
+WAIT_REPORT_EVERY = 10.0  # seconds between progress lines of a wait
+
+
+def _wait_for_branch(settings: Settings, repo: str, branch: str, timeout: float) -> None:
+    """Poll until the recorded status is at the branch's current head, synced or failed.
+
+    Prints on stderr what it waits for, with the elapsed time, at once and every 10 s.
+    """
+    from pipeline.adapters.lakefs import LakeFSClient
+
+    lakefs = LakeFSClient.from_settings(settings)
+    began = time.monotonic()
+    reported = began - WAIT_REPORT_EVERY
+    while True:
+        head = lakefs.branch_head(repo, branch)
+        current = _call(settings, f"/api/v1/repos/{repo}/branches/{branch}/status")
+        if (
+            current
+            and current.get("head_commit") == head
+            and current.get("state") in ("synced", "failed")
+        ):
+            return
+        now = time.monotonic()
+        state = current.get("state", "no status yet") if current else "no status yet"
+        if now - began > timeout:
+            raise ServiceUnavailable(
+                f"{repo}/{branch} is still {state} at {head[:12]} after {timeout:.0f} s; "
+                f"see `lakehook status --repo {repo} --branch {branch}` and the server's log"
+            )
+        if now - reported >= WAIT_REPORT_EVERY:
+            click.echo(
+                f"waiting for lakehook to finish {repo}/{branch} at {head[:12]} "
+                f"(recorded: {state}) ... {now - began:.0f} s",
+                err=True,
+            )
+            reported = now
+        time.sleep(0.5)
 
 
 @click.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from pathlib import Path
 
 import click
 
@@ -88,6 +89,15 @@ def describe(component: Component) -> dict[str, object]:
     }
 
 
+def path_prefix() -> str:
+    """Directories for PATH: the ``lakehook`` of this environment, ``lakectl``, ``trino``."""
+    import shlex
+    import sys
+
+    dirs = [Path(sys.executable).parent, paths.lakectl_binary().parent, paths.bin_dir()]
+    return ":".join(shlex.quote(str(d)) for d in dict.fromkeys(dirs))
+
+
 def register(main: click.Group) -> None:
     @main.group()
     def stack() -> None:
@@ -161,4 +171,4 @@ def register(main: click.Group) -> None:
             _fail(err)
         for line in stack_settings(settings).export_lines():
             click.echo(line)
-        click.echo(f"export PATH={paths.lakectl_binary().parent}:$PATH")
+        click.echo(f"export PATH={path_prefix()}:$PATH")

@@ -236,6 +236,7 @@ class Trino(Component):
 
     def install(self) -> None:
         install.install_trino()
+        install.install_trino_cli(java_home(JAVA_CANDIDATES, versions.TRINO_JAVA_MIN))
 
     def configure(self) -> None:
         etc = paths.etc_dir(self.name)

@@ -239,6 +239,29 @@ def install_trino() -> Path:
     return home
 
 
+def install_trino_cli(java_home: str) -> Path:
+    """The Trino CLI (``io.trino:trino-cli:<TRINO>:jar:executable``) and a ``trino`` wrapper in
+    the stack's bin directory that runs it with ``java_home``; returns the wrapper."""
+    jar = paths.trino_cli_jar()
+    wrapper = paths.bin_dir() / "trino"
+    if not jar.exists():
+        downloads = paths.stack_dir() / "downloads"
+        fetched = maven_copy(f"io.trino:trino-cli:{versions.TRINO}:jar:executable", downloads)
+        fetched = fetched.with_name(f"trino-cli-{versions.TRINO}-executable.jar")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fetched, jar.with_suffix(".partial"))
+        jar.with_suffix(".partial").rename(jar)
+    script = (
+        f'#!/bin/sh\nexec "{java_home}/bin/java" --enable-native-access=ALL-UNNAMED '
+        f'-jar "{jar}" "$@"\n'
+    )
+    if not wrapper.exists() or wrapper.read_text() != script:
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        wrapper.write_text(script)
+        wrapper.chmod(0o755)
+    return wrapper
+
+
 def install_hive_metastore() -> Path:
     """The standalone Hive Metastore with the Hadoop and S3A jars; returns its lib directory."""
     lib = paths.dist_dir() / f"hive-metastore-{versions.HIVE_METASTORE}" / "lib"

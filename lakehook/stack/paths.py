@@ -38,3 +38,14 @@ def lakefs_binary() -> Path:
 
 def lakectl_binary() -> Path:
     return dist_dir() / "lakefs" / "bin" / "lakectl"
+
+
+def bin_dir() -> Path:
+    """Command wrappers the stack installs (``trino``); ``lakehook stack env`` puts it on PATH."""
+    return stack_dir() / "bin"
+
+
+def trino_cli_jar() -> Path:
+    from lakehook.stack import versions
+
+    return dist_dir() / f"trino-cli-{versions.TRINO}" / f"trino-cli-{versions.TRINO}-executable.jar"
