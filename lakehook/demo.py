@@ -75,9 +75,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[
         return str(value)
 
     cells = [[cell(v) for v in row] for row in rows]
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     numeric = [
-        all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows)
-        and bool(rows)
+        any(is_number(row[i]) for row in rows)
+        and all(row[i] is None or is_number(row[i]) for row in rows)
         for i in range(len(headers))
     ]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
@@ -119,10 +123,22 @@ def heading(echo: Echo, text: str) -> None:
 # ---- the server, lakectl, the status API ------------------------------------------------------
 
 
-def _lakehook(*args: str) -> None:
-    """Run a lakehook CLI command in a child process, failing loudly."""
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child lakehook process that must use exactly ``settings``."""
+    import dataclasses
+
+    from lakehook.settings import ENV_PREFIX
+
+    env = dict(os.environ)
+    for f in dataclasses.fields(settings):
+        env[ENV_PREFIX + f.name.upper()] = str(getattr(settings, f.name))
+    return env
+
+
+def _lakehook(settings: Settings, *args: str) -> None:
+    """Run a lakehook CLI command in a child process with ``settings``, failing loudly."""
     cmd = [sys.executable, "-c", "from lakehook.cli import main; main()", *args]
-    result = subprocess.run(cmd, check=False)  # noqa: S603
+    result = subprocess.run(cmd, env=settings_env(settings), check=False)  # noqa: S603
     if result.returncode != 0:
         raise LakehookError(
             f"`lakehook {' '.join(args)}` failed with exit code {result.returncode}"
@@ -155,6 +171,7 @@ def _start_server(settings: Settings, echo: Echo) -> None:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-c", "from lakehook.cli import main; main()", "serve"],
+            env=settings_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -483,10 +500,10 @@ def run_demo(
 
     heading(echo, "Setting up: local stack, lakehook server, study repository")
     if start_stack:
-        _lakehook("stack", "up")
+        _lakehook(settings, "stack", "up")
     _start_server(settings, echo)
     lakefs.create_repository(repo, f"local://{repo}")
-    _lakehook("install-actions", "--repo", repo, "--branch", "main")
+    _lakehook(settings, "install-actions", "--repo", repo, "--branch", "main")
     echo(f"   repository {repo} created; lakeFS will call lakehook on every commit and merge")
 
     heading(echo, "Act 1: the first delivery lands on main")
