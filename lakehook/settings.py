@@ -65,6 +65,7 @@ class Settings:
     working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
+    trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
     log_level: str = "INFO"
     fault_point: str = ""  # tests only (lakehook/faults.py); needs testing=True
     testing: bool = False
@@ -222,6 +223,10 @@ class Settings:
         if self.max_columns < 1:
             raise ConfigError(
                 f"LAKEHOOK_MAX_COLUMNS={self.max_columns} must be at least 1 (default 4096)"
+            )
+        if self.trino_engine_threshold < 0:
+            raise ConfigError(
+                "LAKEHOOK_TRINO_ENGINE_THRESHOLD must be a number of bytes >= 0, e.g. 1073741824"
             )
         if not self.webhook_token:
             raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")

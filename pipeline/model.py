@@ -69,6 +69,7 @@ class TableManifest:
     # rest (pipeline.provenance): only signed manifests whose files still match are trusted
     file_fingerprints: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     signature: str = ""
+    engine: str = "pyarrow"  # the processing engine that built the table: pyarrow or trino
 
     @property
     def path(self) -> str:
@@ -145,6 +146,7 @@ class TableRun:
     started_at: float = 0.0
     finished_at: float = 0.0
     reused: bool = False  # fingerprint unchanged: nothing was rewritten
+    in_place: bool = False  # the files are already on the working branch (the Trino engine)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class TableStatus:
     invalid_values: Mapping[str, int] = field(default_factory=dict)
     null_keys: Mapping[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    engine: str = "pyarrow"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,7 @@ class TableStatus:
             "invalid_values": dict(self.invalid_values),
             "null_keys": dict(self.null_keys),
             "fingerprint": self.fingerprint,
+            "engine": self.engine,
         }
 
 
@@ -257,6 +261,7 @@ class RefStatus:
                 invalid_values=t.get("invalid_values", {}),
                 null_keys=t.get("null_keys", {}),
                 fingerprint=t.get("fingerprint", ""),
+                engine=t.get("engine", "pyarrow"),
             )
             for t in d.get("tables", [])
         )

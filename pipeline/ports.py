@@ -103,6 +103,12 @@ class LakeFS(Protocol):
 
     def delete_object(self, repo: str, branch: str, path: str) -> None: ...
 
+    def copy_object(
+        self, repo: str, branch: str, source_ref: str, source_path: str, path: str
+    ) -> ObjectInfo:
+        """Copy ``source_path`` at ``source_ref`` to ``path`` on ``branch`` (no data moved)."""
+        ...
+
     def create_branch(self, repo: str, branch: str, source: str) -> str:
         """Create ``branch`` from ``source``; returns its head. ``exist_ok`` semantics."""
         ...

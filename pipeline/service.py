@@ -41,8 +41,9 @@ from pipeline.model import (
 )
 from pipeline.ports import LakeFS, Metastore, StatusStore
 from pipeline.processing.config import load_config
+from pipeline.processing.engines import process_tasks
 from pipeline.processing.plan import BranchPlan, TableTask, plan_branch, read_manifests
-from pipeline.processing.table import process_table
+from pipeline.processing.trino_engine import TrinoEngine
 from pipeline.processing.writeback import write_back
 from pipeline.provenance import Provenance, is_working_branch_name
 
@@ -75,6 +76,7 @@ class BranchService:
     workdir: Path | None = None
     # signs and verifies what lakehook writes; None: from settings (key in the state dir)
     provenance: Provenance = field(default=None, repr=False)  # type: ignore[assignment]
+    trino_engine: TrinoEngine | None = None  # built on first use when a dataset needs it
     _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -127,16 +129,20 @@ class BranchService:
         previous = self.store.get_status(repo, branch)
         keys = dict(plan.config.keys)
 
-        runs: list[TableRun] = []
         with self._scratch() as scratch, contextlib.ExitStack() as lineage:
             parent = self._commit_run(lineage, repo, branch, plan.source_commit)
             contexts = []
             for task in plan.tasks:
-                ctx = self._table_run(lineage, parent, task, plan.contents_path, schema)
+                contexts.append(self._table_run(lineage, parent, task, plan.contents_path, schema))
                 faults.reached("after-lineage-start")
-                run = process_table(self.lakefs, plan, task, scratch, self.settings.max_columns)
-                runs.append(run)
-                contexts.append(ctx)
+            runs = process_tasks(
+                self.lakefs,
+                plan,
+                scratch,
+                self.settings.trino_engine_threshold,
+                self._trino,
+                self.settings.max_columns,
+            )
             result = write_back(self.lakefs, plan, runs, scratch, self.provenance, guard)
             baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
             for ctx, run in zip(contexts, runs, strict=True):
@@ -444,6 +450,11 @@ class BranchService:
                 )
                 self.recorder.complete_resumed(run)
 
+    def _trino(self) -> TrinoEngine:
+        if self.trino_engine is None:
+            self.trino_engine = TrinoEngine.from_settings(self.settings, self.lakefs)
+        return self.trino_engine
+
     def _commit_run(self, stack: contextlib.ExitStack, repo: str, branch: str, commit: str) -> Any:
         if self.recorder is None:
             return None
@@ -503,6 +514,7 @@ class BranchService:
                     invalid_values=dict(manifest.invalid_values),
                     null_keys=dict(manifest.null_keys),
                     fingerprint=manifest.fingerprint,
+                    engine=manifest.engine,
                 )
             )
             warnings = warnings + [f"{table}: {w}" for w in manifest.warnings]

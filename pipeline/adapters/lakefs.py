@@ -272,6 +272,18 @@ class LakeFSClient:
         with _translate(f"delete {repo}/{branch}/{path}"):
             self.sdk.objects_api.delete_object(repo, branch, path)
 
+    def copy_object(
+        self, repo: str, branch: str, source_ref: str, source_path: str, path: str
+    ) -> ObjectInfo:
+        with _translate(f"copy {repo}/{source_ref}/{source_path} to {branch}/{path}"):
+            o = self.sdk.objects_api.copy_object(
+                repo,
+                branch,
+                path,
+                lakefs_sdk.ObjectCopyCreation(src_path=source_path, src_ref=source_ref),
+            )
+        return ObjectInfo(o.path, o.checksum, int(o.size_bytes or 0))
+
     # ---- branches, tags, commits, merges ------------------------------------------------------
     def create_branch(self, repo: str, branch: str, source: str) -> str:
         try:

@@ -95,7 +95,13 @@ def parquet_columns(data: bytes | pa.NativeFile) -> tuple[list[tuple[str, str]],
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     metadata = pq.ParquetFile(source).metadata
     schema = metadata.schema.to_arrow_schema()
-    return [(f.name.lower(), trino_type(f.type)) for f in schema], metadata.num_rows
+    columns = []
+    for index, f in enumerate(schema):
+        # Trino's Hive writer stores timestamps as INT96 (pyarrow reads nanoseconds); the
+        # table reads them at the Hive connector's precision, milliseconds
+        int96 = metadata.schema.column(index).physical_type == "INT96"
+        columns.append((f.name.lower(), "timestamp(3)" if int96 else trino_type(f.type)))
+    return columns, metadata.num_rows
 
 
 class _RangedObject(io.RawIOBase):

@@ -62,6 +62,7 @@ class TableTask:
     raw_checksum: str
     contents: DatasetContents | None
     fingerprint: str
+    raw_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _make_plan(
         existing = manifests.get(table)
         if existing is not None and existing.fingerprint == print_:
             continue
-        tasks.append(TableTask(table, dataset, obj.path, obj.checksum, declared, print_))
+        tasks.append(TableTask(table, dataset, obj.path, obj.checksum, declared, print_, obj.size))
     if contents is not None:
         known = [o.path[len(config.raw) : -4] for objs in datasets.values() for o in objs]
         for name in contents.unknown_datasets(known):  # a warning (contract §5 v1.1)

@@ -118,13 +118,17 @@ def write_back(
         return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence)
     manifests = resulting_manifests(plan, runs)
     done = [r for r in runs if r.manifest is not None]
+    work = plan.working_branch
+    in_place = any(r.in_place for r in runs)  # the Trino engine wrote on the working branch
     if not done and not plan.removed and not plan.discard:
+        if in_place:
+            delete_working_branch(lakefs, repo, work, fence)
         return WriteBack(None, manifests, errors=tuple(errors))
 
-    work = plan.working_branch
-    delete_working_branch(lakefs, repo, work, fence)  # a stale attempt that never committed
-    fence.check()
-    lakefs.create_branch(repo, work, plan.head_commit)
+    if not in_place:
+        delete_working_branch(lakefs, repo, work, fence)  # a stale attempt that never committed
+        fence.check()
+        lakefs.create_branch(repo, work, plan.head_commit)
     written: list[str] = []
     deleted: list[str] = list(plan.discard)
     for path in plan.discard:
@@ -135,8 +139,14 @@ def write_back(
         keep = set(run.manifest.files)
         uploaded: dict[str, ObjectInfo] = {}
         for path in run.manifest.files:
-            with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
-                uploaded[path] = lakefs.upload_object(repo, work, path, data)
+            if run.in_place:  # already there: fingerprint it where it is
+                info = lakefs.stat_object(repo, work, path)
+                if info is None:
+                    raise NotFound(f"{path} is missing on {work}")
+                uploaded[path] = info
+            else:
+                with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
+                    uploaded[path] = lakefs.upload_object(repo, work, path, data)
             written.append(path)
         sealed = provenance.seal(run.manifest, uploaded)
         manifests[run.table] = sealed

@@ -177,6 +177,13 @@ class FakeLakeFS:
             else:  # only ever staged: deleting it leaves no change behind
                 del r.staging[branch][path]
 
+    def copy_object(
+        self, repo: str, branch: str, source_ref: str, source_path: str, path: str
+    ) -> ObjectInfo:
+        return self.upload_object(
+            repo, branch, path, self.read_object(repo, source_ref, source_path)
+        )
+
     def create_branch(self, repo: str, branch: str, source: str) -> str:
         with self._lock:
             r = self._repo(repo)

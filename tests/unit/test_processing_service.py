@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from lakehook.settings import Settings
-from pipeline.model import ORIGIN_KEY, SOURCE_COMMIT_KEY, TableManifest
+from pipeline.model import ORIGIN_KEY, SOURCE_COMMIT_KEY, TableManifest, TableRun
 from pipeline.naming import table_location
+from pipeline.processing.plan import BranchPlan, TableTask
+from pipeline.processing.table import local_dir, process_table
 from pipeline.service import BranchService
 from tests.fakes.lakefs import FakeLakeFS
 from tests.fakes.metastore import FakeMetastore
@@ -176,3 +180,57 @@ def test_unknown_type_fails_that_dataset(lakefs: FakeLakeFS, service: BranchServ
     assert error["line"] == 5
     assert "int8" in error["message"]
     assert {t.table for t in status.tables} == {"sv"}
+
+
+class StagingEngine:
+    """Stands in for the Trino engine: writes the outputs onto the working branch itself."""
+
+    def __init__(self, lakefs: FakeLakeFS) -> None:
+        self.lakefs = lakefs
+        self.tables: list[str] = []
+
+    def prepare(self, plan: BranchPlan) -> None:
+        self.lakefs.create_branch(plan.repository, plan.working_branch, plan.head_commit)
+
+    def process_table(self, plan: BranchPlan, task: TableTask, scratch: Path) -> TableRun:
+        run = process_table(self.lakefs, plan, task, scratch)
+        assert run.manifest is not None
+        for path in run.manifest.files:
+            data = (local_dir(scratch, task.table) / Path(path).name).read_bytes()
+            self.lakefs.upload_object(plan.repository, plan.working_branch, path, data)
+        shutil.rmtree(local_dir(scratch, task.table))  # nothing left to upload from
+        self.tables.append(task.table)
+        manifest = replace(run.manifest, engine="trino")
+        return replace(run, manifest=manifest, in_place=True)
+
+
+def test_files_already_on_the_working_branch_are_committed_where_they_are(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    engine = StagingEngine(lakefs)
+    service.trino_engine = engine  # type: ignore[assignment]
+    service.settings = Settings.load({"LAKEHOOK_TRINO_ENGINE_THRESHOLD": str(len(DM) + 1)})
+    service.metastore.set_rows(table_location(REPO, "main", "sv"), 12)  # type: ignore[attr-defined]
+    deliver(lakefs, "main", {"raw/contents.csv": CONTENTS, "raw/dm.csv": DM, "raw/sv.csv": SV})
+    sv_big = SV + b"CDISCPILOT01,01-701-1015,2,2014-02-01\n" * 10
+    deliver(lakefs, "main", {"raw/sv.csv": sv_big})
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "synced", status.errors
+    assert engine.tables == ["sv"]  # auto: only the CSV above the threshold went to Trino
+    assert {t.table: t.engine for t in status.tables} == {"dm": "pyarrow", "sv": "trino"}
+    assert len(read_table(lakefs, "main", "sv")) == 12
+    assert status.to_dict()["tables"][1]["engine"] == "trino"
+    assert not [b for b in lakefs.list_branches(REPO) if b.name.startswith("_lakehook")]
+
+
+def test_engine_trino_in_lakehook_yaml_sends_every_dataset_to_trino(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    engine = StagingEngine(lakefs)
+    service.trino_engine = engine  # type: ignore[assignment]
+    files = {"raw/contents.csv": CONTENTS, "raw/dm.csv": DM, "raw/sv.csv": SV}
+    deliver(lakefs, "main", {**files, "lakehook.yaml": b"engine: trino\n"})
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "synced", status.errors
+    assert engine.tables == ["dm", "sv"]
+    assert [t.engine for t in status.tables] == ["trino", "trino"]
