@@ -27,7 +27,7 @@ from tests.integration.conftest import trino_query, unique_name
 
 pytestmark = pytest.mark.stack
 
-CDISC_DATASETS = ["dm", "sv", "vs", "lbch", "ae", "ex"]
+CDISC_DATASETS = ["dm", "sv", "vs", "lbch", "ae"]
 
 
 def _process(settings: Settings, workdir: Path, files: dict[str, bytes], engine: str) -> RefStatus:
@@ -82,8 +82,8 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_synthetic_study_simple_and_sas_layouts(stack_settings: Settings, workdir: Path) -> None:
-    files = generate_study(patients=40)
-    sas = generate_study(patients=20, layout="sas")
+    files = generate_study(patients=20)
+    sas = generate_study(patients=10, layout="sas")
     _assert_identical(stack_settings, *_both(stack_settings, workdir / "simple", files))
     _assert_identical(stack_settings, *_both(stack_settings, workdir / "sas", sas))
 
