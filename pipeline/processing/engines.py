@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.model import TableRun
 from pipeline.ports import LakeFS
-from pipeline.processing.convert import MAX_COLUMNS
+from pipeline.processing.contents import MAX_COLUMNS
 from pipeline.processing.plan import BranchPlan
 from pipeline.processing.table import process_table
 from pipeline.processing.trino_engine import PYARROW, TRINO, TrinoEngine

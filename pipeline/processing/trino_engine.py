@@ -40,7 +40,8 @@ from pipeline.adapters.trino_metastore import _translated
 from pipeline.model import MANIFEST_PREFIX, PROCESSING_VERSION, TableManifest, TableRun
 from pipeline.ports import LakeFS
 from pipeline.processing import trino_sql
-from pipeline.processing.convert import MAX_COLUMNS, convert_file, plan_columns, read_header
+from pipeline.processing.contents import MAX_COLUMNS
+from pipeline.processing.convert import convert_file, plan_columns, read_header
 from pipeline.processing.plan import BranchPlan, TableTask
 from pipeline.processing.table import download, table_prefix
 
