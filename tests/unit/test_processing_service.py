@@ -192,8 +192,10 @@ class StagingEngine:
     def prepare(self, plan: BranchPlan) -> None:
         self.lakefs.create_branch(plan.repository, plan.working_branch, plan.head_commit)
 
-    def process_table(self, plan: BranchPlan, task: TableTask, scratch: Path) -> TableRun:
-        run = process_table(self.lakefs, plan, task, scratch)
+    def process_table(
+        self, plan: BranchPlan, task: TableTask, scratch: Path, max_columns: int
+    ) -> TableRun:
+        run = process_table(self.lakefs, plan, task, scratch, max_columns)
         assert run.manifest is not None
         for path in run.manifest.files:
             data = (local_dir(scratch, task.table) / Path(path).name).read_bytes()

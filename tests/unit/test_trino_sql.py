@@ -79,7 +79,7 @@ def test_engine_choice() -> None:
 def test_engine_in_lakehook_yaml_and_threshold_setting() -> None:
     assert parse_config(b"engine: trino\n").engine == "trino"
     assert parse_config(None).engine == "auto"
-    with pytest.raises(InputError, match="engine must be one of"):
+    with pytest.raises(InputError, match="must be pyarrow, trino or auto"):
         parse_config(b"engine: spark\n")
     settings = Settings.load({"LAKEHOOK_TRINO_ENGINE_THRESHOLD": "5000000000"})
     assert settings.trino_engine_threshold == 5_000_000_000
