@@ -110,7 +110,7 @@ def _read_header(path: Path, display: str, max_columns: int) -> tuple[list[str],
     try:
         text = head.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a character cut at the block end
+        if complete or err.start < len(head) - 4:  # not just a character cut at the end
             _raise_encoding(path, display)
         text = head[: err.start].decode("utf-8-sig")
     try:
@@ -335,7 +335,7 @@ def convert_file(
             rows += batch.num_rows
     except pa.ArrowInvalid as err:
         writer.abort()
-        _raise_structural(err, csv_path, display, len(header), ragged)
+        _raise_structural(err, csv_path, display, len(header), ragged, block_size)
     except BaseException:  # invalid values with invalid_values: fail, a key collision, ...
         writer.abort()  # no partial output, no writer thread left behind
         raise
@@ -372,9 +372,15 @@ def _record_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
                 carry += data
                 inside = inside_after
                 continue
+            if carry:  # the record carried over must end within the limit too
+                first, _ = first_record_end(data, inside)
+                if len(carry) + first + 1 > size:
+                    raise pa.ArrowInvalid("a record straddles the block limit")
             yield carry + data[: cut + 1]
             carry = data[cut + 1 :]
             inside = inside_after
+        if inside:  # the file ends inside quotes: pyarrow would take the rest as one field
+            raise pa.ArrowInvalid("CSV parse error: a quote is never closed")
         if carry.strip():
             yield carry
 
@@ -565,17 +571,23 @@ def _shown(value: object, limit: int = 80) -> str:
 
 
 def _raise_structural(
-    err: pa.ArrowInvalid, path: Path, display: str, width: int, ragged: list[str]
+    err: pa.ArrowInvalid,
+    path: Path,
+    display: str,
+    width: int,
+    ragged: list[str],
+    block_size: int = BLOCK_SIZE,
 ) -> None:
     message = str(err)
     if "UTF8" in message or "UTF-8" in message:
         _raise_encoding(path, display)
     if "straddl" in message or "block" in message.lower():
+        line, detail = _first_bad_record(path, width, longest=block_size)
         raise InputError(
-            f"a row is longer than {BLOCK_SIZE >> 20} MiB (an enormous field or an "
-            "unterminated quote)",
+            f"a row is longer than {_size_text(block_size)} (an enormous field or an "
+            f"unterminated quote){': ' + detail if detail else ''}",
             file=display,
-            line=_first_bad_record(path, width)[0],
+            line=line,
             hint="check the quoting around that line; fields must stay under the limit",
         ) from None
     line, detail = _first_bad_record(path, width)
@@ -586,6 +598,10 @@ def _raise_structural(
         line=line,
         hint="every row needs as many fields as the header; check quotes and delimiters",
     ) from None
+
+
+def _size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
 
 
 def _raise_encoding(path: Path, display: str) -> None:
@@ -617,8 +633,9 @@ def _raise_encoding(path: Path, display: str) -> None:
     raise InputError("bytes that are not UTF-8", file=display, hint="save the file as UTF-8")
 
 
-def _first_bad_record(path: Path, width: int) -> tuple[int | None, str]:
-    """Physical line and reason of the first record whose field count differs from the header.
+def _first_bad_record(path: Path, width: int, longest: int | None = None) -> tuple[int | None, str]:
+    """Physical line and reason of the first record whose field count differs from the header
+    (or that is longer than ``longest`` bytes, or whose quote is never closed).
 
     One streaming pass in blocks of ``_ERROR_BLOCK`` bytes (vectorised, quote parity carried):
     memory stays bounded whatever the length of a line; nothing is decoded or kept.
@@ -640,6 +657,8 @@ def _first_bad_record(path: Path, width: int) -> tuple[int | None, str]:
                 blank = size == 0 or (size == 1 and block[end - 1 : end] == b"\r")
                 if count != width and not blank:
                     return record_line, f"{count} fields where the header has {width}"
+                if longest is not None and size > longest:
+                    return record_line, f"a record of {size} bytes"
                 record_line = line + int(lines[end])
                 fields, length, previous = 1, 0, end
             tail = int(commas[-1]) - (int(commas[previous]) if previous >= 0 else 0)
@@ -647,6 +666,8 @@ def _first_bad_record(path: Path, width: int) -> tuple[int | None, str]:
             length += len(block) - previous - 1
             inside = bool(state[-1])
             line += int(lines[-1])
+            if longest is not None and length > longest and not inside:
+                return record_line, f"a record of more than {length} bytes"
     if inside:
         return record_line, "a quote opened here is never closed"
     if length and fields != width:
