@@ -260,7 +260,7 @@ class Provenance:
         listed = {p for m in trusted.values() for p in m.files}
         stray = tuple(sorted(p for p in objects if p not in listed))
         for path, why in sorted(rejected.values()):
-            log.warning("%s at %s/%s %s; it is treated as absent", path, repo, ref, why)
+            log.info("%s at %s/%s %s; it is treated as absent", path, repo, ref, why)
         return ManifestCheck(trusted, rejected, stray)
 
     def _distrust(

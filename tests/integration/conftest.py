@@ -89,6 +89,9 @@ class RunningServer:
             self.process.wait(timeout=30)
 
 
+TEST_SIGNING_KEY = "lakehook-integration-tests-" + "0" * 40
+
+
 def start_server(
     state_dir: Path, port: int, extra_env: dict[str, str] | None = None
 ) -> RunningServer:
@@ -96,7 +99,13 @@ def start_server(
     listen = f"127.0.0.1:{port}"
     env = dict(os.environ)
     env.update(
-        LAKEHOOK_LISTEN=listen, LAKEHOOK_STATE_DIR=str(state_dir), LAKEHOOK_RECONCILE_INTERVAL="5"
+        LAKEHOOK_LISTEN=listen,
+        LAKEHOOK_STATE_DIR=str(state_dir),
+        LAKEHOOK_RECONCILE_INTERVAL="5",
+        # one installation: every test server signs with one key, as docs/security.md asks of
+        # every lakehook process of an installation; with a key per state dir, two servers
+        # that both reach a repository would each distrust the other's outputs and rebuild
+        LAKEHOOK_SIGNING_KEY=TEST_SIGNING_KEY,
     )
     env.update(extra_env or {})
     state_dir.mkdir(parents=True, exist_ok=True)
