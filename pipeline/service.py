@@ -518,7 +518,11 @@ class BranchService:
                 )
             )
             warnings = warnings + [f"{table}: {w}" for w in manifest.warnings]
-        warnings = warnings + drift_rules.key_family_warnings(manifests)
+        # one warning per key (contract §6): the manifests' view (which also sees undeclared
+        # columns) replaces the contents' view of the same key
+        family = drift_rules.key_family_warnings(manifests)
+        warned = {w.split(":", 1)[0] for w in family}
+        warnings = [w for w in warnings if w.split(":", 1)[0] not in warned] + family
         if state == "failed" and not reason:
             reason = f"{len(errors)} error(s): " + "; ".join(
                 str(e.get("message", e)) for e in errors[:3]

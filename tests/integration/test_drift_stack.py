@@ -2,11 +2,13 @@
 
 Each test makes its own repository, lets lakeFS call a real ``lakehook serve``, and reads the
 status API: after a merge the destination shows what the merge brought; a key change in
-``lakehook.yaml`` is KEY_AFFECTING; a removed dataset is in ``removed_tables``.
+``lakehook.yaml`` is KEY_AFFECTING; a removed dataset is in ``removed_tables``; a contents file
+declaring a dataset that is not delivered yet is a warning, not a failure.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -153,3 +155,19 @@ def test_removal_then_status_lists_removed_tables(
     assert removed["table"] == "sv"
     assert removed["drift"]["class"] == "BREAKING"
     assert removed["drift"]["changes"][0]["change"] == "dataset removed"
+
+
+def test_declared_but_undelivered_dataset_is_a_warning_not_a_failure(
+    client: LakeFSClient, study: str, lakehook_server: RunningServer
+) -> None:
+    contents = CONTENTS + b"ae,STUDYID,string,Study Identifier\nae,AETERM,string,Reported Term\n"
+    commit = upload_and_commit(
+        client, study, "main", {**V1, "raw/contents.csv": contents}, "ae declared, not delivered"
+    )
+    status = wait_state(lakehook_server, study, "main", commit)
+    assert status["state"] == "synced", status
+    assert status["errors"] == []
+    assert any(re.search(r"\bae\b", w, re.IGNORECASE) for w in status["warnings"]), status[
+        "warnings"
+    ]
+    assert {t["table"] for t in status["tables"]} == {"dm", "sv"}

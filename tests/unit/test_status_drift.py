@@ -338,3 +338,19 @@ def test_cli_status_prints_each_change_and_removed_tables(
     assert "column sex: column added - -> varchar (ADDITIVE)" in out
     assert "table: dataset removed SV -> - (BREAKING)" in out
     assert "sv " in out.split("removed")[0].splitlines()[-1]
+
+
+def test_one_key_family_warning_per_key_when_contents_also_disagree(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    contents = CONTENTS_V1 + (
+        b"mh,STUDYID,string,Study Identifier\nmh,USUBJID,string,Unique Subject Identifier\n"
+        b"mh,VISITNUM,string,Visit Number\n"
+    )
+    mh = b"STUDYID,USUBJID,VISITNUM\nCDISCPILOT01,01-701-1015,1\n"
+    deliver(lakefs, "main", {**V1, "raw/contents.csv": contents, "raw/MH.csv": mh})
+    status = synced(service, "main")
+    visit = [w for w in status.warnings if w.startswith("key visit:")]
+    assert len(visit) == 1, status.warnings
+    assert "VISITNUM numeric in SV" in visit[0]
+    assert "VISITNUM text in MH" in visit[0]
