@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_branch_create, bench_processing, bench_webhook
+from bench import bench_bounds, bench_branch_create, bench_processing, bench_webhook
 
 
 def main() -> None:
     print("# lakehook benchmarks\n")
     for name, module in (
         ("processing", bench_processing),
+        ("bounds: hostile inputs before and after", bench_bounds),
         ("webhook", bench_webhook),
         ("branch creation (needs the local stack)", bench_branch_create),
     ):
