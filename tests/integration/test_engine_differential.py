@@ -114,11 +114,11 @@ edge,MISSING,integer
 EDGE_VALUES = {
     "USUBJID": ["S-1", " s-1 ", "Cafe\u0301", "Caf\u00e9", "", "  ", "\u00a0S-2\u3000"],
     "VISITNUM": ["1.2000000000000002", "1", "1.0", "-0", "0.0000005", "0.0000015", "x"],
-    "SITEID": ["701", "701.0", "7.0", "+5", " 4 ", "0702", ""],
-    "NUM": ["1e3", "1.5E-2", "NaN", "Inf", "-Inf", "1e300", " 2.5 "],
+    "SITEID": ["701", "701.0", "7.50", "+5", " 4 ", "99999999999", ""],
+    "NUM": ["1e3", "1.5E-2", "NaN", "Inf", "-Inf", "1e400", " 2.5 "],
     "INT": ["3.0", "3.5", "2147483648", "-2147483648", "007", "1e3", "abc"],
     "BIG": ["9223372036854775807", "9223372036854775808", "-5", "5.00", "", "0", "1.1"],
-    "DEC": ["1.23", "1.2", "123.4", "1234.5", "1.50", "-0.01", "999.99"],
+    "DEC": ["1.23", "1.234", "123.4", "1234.5", "1.50", "-0.001", "999.99"],
     "FLAG": ["Y", "n", "TRUE", " yes ", "2", "t", "F"],
     "DT": ["2014-07-02", "20140702", "2014-W27-3", "2014-02-30", " 2014-07-02 ", "2014-7-2", ""],
     "TS": [
@@ -130,7 +130,7 @@ EDGE_VALUES = {
         "2014-07-02",
         "2014-07-02T10:30:00.1239-0130",
     ],
-    "PDT": ["2014", "2014-07", "2014---02", "2014-7", "2014-02-28", "2014-07-02T11", "20140702"],
+    "PDT": ["2014", "2014-07", "2014---02", "2014-13", "2014-02-30", "2014-07-02T25", "2015-02-29"],
     "TXT": ['quoted, "comma"', "  spaced  ", "\u00e9\u00e8", "", "tab\there", "ß", "\u2603"],
 }
 
@@ -156,24 +156,37 @@ def test_value_edge_cases(stack_settings: Settings, workdir: Path) -> None:
     # the cases are real: every typed column holds invalid values, some keys are missing
     assert all(edge.invalid_values[c] > 0 for c in ("num", "int", "big", "dec", "dt", "pdt"))
     assert edge.null_keys["patient"] > 0
+    assert edge.null_keys["site"] == 3  # 7.50 and 99999999999 are not integers: parts missing
     assert unicodedata.is_normalized("NFC", "Caf\u00e9")
 
 
 def test_what_sql_cannot_reproduce_is_an_error_never_a_difference(
     stack_settings: Settings, workdir: Path
 ) -> None:
-    contents = "dataset,column,type\nq,STUDYID,string\nq,USUBJID,string\nq,NOTE,string\n"
+    contents = (
+        "dataset,column,type\nq,STUDYID,string\nq,USUBJID,string\nq,NOTE,string\n"
+        'e,STUDYID,string\ne,USUBJID,string\ne,DOSE,"decimal(6,1)"\n'
+        "u,STUDYID,string\nu,USUBJID,string\n"
+    )
     files = {
         # a line break inside a quoted field: valid RFC 4180, but Trino reads lines
         "raw/q.csv": b'STUDYID,USUBJID,NOTE\nS,1,"two\nlines"\nS,2,ok\n',
+        # a decimal written with an exponent: valid, not computed exactly in SQL
+        "raw/e.csv": b"STUDYID,USUBJID,DOSE\nS,1,1.5e2\nS,2,3.5\n",
+        # a key part whose upper case is two letters (Trino's upper() maps one to one)
+        "raw/u.csv": "STUDYID,USUBJID\nS,stra\u00dfe\n".encode(),
         "raw/contents.csv": contents.encode(),
     }
     reference, trino = _both(stack_settings, workdir / "quoted", files)
-    assert reference.state == "synced"
+    assert reference.state == "synced", reference.errors
+    assert [t.table for t in reference.tables] == ["e", "q", "u"]
     assert trino.state == "failed"
-    (error,) = trino.errors
-    assert error["file"] == "raw/q.csv"
-    assert "engine: pyarrow" in error["hint"]
+    errors = {e["table"]: e for e in trino.errors}
+    assert sorted(errors) == ["e", "q", "u"]
+    assert "differently" in errors["q"]["message"]
+    assert "dose (1)" in errors["e"]["message"]
+    assert "patient_sk (1)" in errors["u"]["message"]
+    assert all("engine: pyarrow" in e["hint"] for e in errors.values())
     assert not trino.tables
 
 
