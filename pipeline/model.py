@@ -147,6 +147,7 @@ class TableRun:
     finished_at: float = 0.0
     reused: bool = False  # fingerprint unchanged: nothing was rewritten
     in_place: bool = False  # the files are already on the working branch (the Trino engine)
+    null_counts: Mapping[str, int] = field(default_factory=dict)  # per column, when converted
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class BranchService:
         keys = dict(plan.config.keys)
 
         with self._scratch() as scratch, contextlib.ExitStack() as lineage:
-            parent = self._commit_run(lineage, repo, branch, plan.source_commit)
+            parent = self._commit_run(lineage, repo, branch, plan)
             contexts = []
             for task in plan.tasks:
                 contexts.append(self._table_run(lineage, parent, task, plan.contents_path, schema))
@@ -455,10 +455,36 @@ class BranchService:
             self.trino_engine = TrinoEngine.from_settings(self.settings, self.lakefs)
         return self.trino_engine
 
-    def _commit_run(self, stack: contextlib.ExitStack, repo: str, branch: str, commit: str) -> Any:
+    def _commit_run(
+        self, stack: contextlib.ExitStack, repo: str, branch: str, plan: BranchPlan
+    ) -> Any:
         if self.recorder is None:
             return None
-        return stack.enter_context(self.recorder.commit_run(repo, branch, commit))
+        ingestion = self._ingestion(plan) if plan.tasks else None
+        return stack.enter_context(
+            self.recorder.commit_run(repo, branch, plan.source_commit, ingestion)
+        )
+
+    def _ingestion(self, plan: BranchPlan) -> Any:
+        """The source commit as lineage's ingestion run (None when lakeFS cannot say)."""
+        from pipeline.lineage.events import IngestionPlan
+
+        try:
+            commit = self.lakefs.get_commit(plan.repository, plan.source_commit)
+        except Exception:  # lineage never stops processing; the table runs still go out
+            log.warning("lineage: commit %s not readable; no ingestion run", plan.source_commit)
+            return None
+        raw = {task.raw_path for task in plan.tasks}
+        raw |= {m.raw_path for m in plan.current.values() if m.raw_path}
+        return IngestionPlan(
+            repository=plan.repository,
+            branch=plan.branch,
+            commit=commit.id,
+            committer=commit.committer,
+            message=commit.message,
+            created_at=float(commit.creation_date),
+            raw_paths=tuple(sorted(raw)),
+        )
 
     def _table_run(
         self,

@@ -253,6 +253,7 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     cherrypy.tree.mount(root, "/", {"/": {}})
     cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": auth.config(ctx.settings.webhook_token)})
     ctx.metrics.watch_jobs(ctx.queue.counts)
+    subscribe_lineage(ctx)
     if not with_workers:
         return None
     pool = WorkerPool(
@@ -272,6 +273,18 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
             cherrypy.engine, ctx.reconciler, ctx.settings.reconcile_interval
         ).subscribe()
     return pool
+
+
+def subscribe_lineage(ctx: Context) -> None:
+    """Deliver the lineage journal to Marquez while the bus runs (when one is configured)."""
+    from pipeline.lineage.delivery import build_deliverer
+    from server.lineage import LineageDeliveryPlugin, LineageMetrics
+
+    deliverer = build_deliverer(ctx.settings)
+    if deliverer is None:
+        return
+    LineageDeliveryPlugin(cherrypy.engine, deliverer).subscribe()
+    ctx.metrics.registry.register(LineageMetrics(deliverer))
 
 
 def build_context(

@@ -1,14 +1,15 @@
 """Getting lineage events out: always to the journal, then to Marquez when configured.
 
-``JournalSink.emit`` (the ``LineageSink`` of production) only appends to the fsync'd journal
-and wakes the ``Deliverer``, so processing never waits for Marquez. The deliverer's thread
-reads the journal from the persisted cursor and POSTs each event, in order, to
-``<marquez>/api/v1/lineage``; the cursor moves past an event only after a 2xx. Marquez down or
-slow: the pass stops at that event and is retried later with backoff; nothing is lost and the
-order is kept. A crash between a 2xx and the cursor write re-sends that one event: the same
-event with the same run id, which Marquez applies as an update of the same run (at least once,
-never a new run). A 4xx other than 408/429 means the backend refuses that event for good: it
-moves to ``rejected.jsonl`` beside the journal and delivery goes on.
+``JournalSink.emit`` (the ``LineageSink`` of production) only appends to the fsync'd journal,
+so processing never waits for Marquez, whatever process it runs in. The ``Deliverer`` (owned
+by ``lakehook serve``'s intake process, see ``server/lineage.py``) watches the journal and
+POSTs each event, in order, with openlineage-python's ``HttpTransport`` (its urllib3 retry
+config retries refused connections and 5xx/408/429 answers with backoff); the persisted cursor
+moves past an event only after a 2xx. Marquez down: the pass stops at that event and the next
+pass, after a backoff, resumes there; nothing is lost and the order is kept. A 4xx other than
+408/425/429 means the backend refuses that event for good: it moves to ``rejected.jsonl``
+beside the journal and delivery goes on. Why the journal and not the client's own file and
+composite transports: docs/lineage.md.
 """
 
 from __future__ import annotations
@@ -17,19 +18,15 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlparse
 
+import requests
+import urllib3
 from openlineage.client.serde import Serde
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
+from openlineage.client.transport.http import HttpConfig, HttpTransport
 
 from lakehook.errors import ConfigError, ServiceUnavailable
 from lakehook.settings import Settings
@@ -37,13 +34,17 @@ from pipeline.lineage.journal import Journal
 
 log = logging.getLogger(__name__)
 
-LINEAGE_ENDPOINT = "/api/v1/lineage"
-DEFAULT_TIMEOUT = 5.0
+LINEAGE_ENDPOINT = "api/v1/lineage"
+DEFAULT_TIMEOUT = 10.0  # the first POST to a cold Marquez took over 5 s here
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
 
 
 class Rejected(Exception):
     """The backend answered that this event will never be accepted (a 4xx)."""
+
+
+class Uncertain(ServiceUnavailable):
+    """The request went out but no answer came back: the backend may or may not have it."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,15 @@ class DeliveryReport:
 
 
 class MarquezEndpoint:
-    """POSTs one serialized OpenLineage event to an OpenLineage HTTP endpoint (Marquez).
+    """POSTs one serialized OpenLineage event with the client's ``HttpTransport``.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:5000``.
         timeout: seconds for connecting and for the answer; bounds every request.
+        attempts: tries of one request (the transport's urllib3 retry, with backoff).
     """
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, attempts: int = 3) -> None:
         parsed = urlparse(base_url)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
             raise ConfigError(
@@ -79,11 +81,27 @@ class MarquezEndpoint:
                 "e.g. http://127.0.0.1:5000"
             )
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + LINEAGE_ENDPOINT
+        self.url = f"{self.base_url}/{LINEAGE_ENDPOINT}"
         self.timeout = timeout
+        retries = max(0, attempts - 1)
+        self.transport = HttpTransport(
+            HttpConfig(
+                url=self.base_url,
+                endpoint=LINEAGE_ENDPOINT,
+                timeout=timeout,
+                retry={
+                    "total": retries,
+                    "connect": retries,
+                    "read": 0,  # a read timeout may mean Marquez has it: the pass decides
+                    "backoff_factor": 0.2,
+                    "status_forcelist": [500, 502, 503, 504, *RETRYABLE_CLIENT_STATUSES],
+                    "allowed_methods": ["POST"],
+                },
+            )
+        )
 
     def post(self, body: str) -> int:
-        """Send one event.
+        """Send one event (a journal line).
 
         Returns:
             The 2xx status.
@@ -92,41 +110,92 @@ class MarquezEndpoint:
             ServiceUnavailable: no answer, a timeout, a 5xx, 408 or 429: try again later.
             Rejected: any other non-2xx answer.
         """
-        request = urllib.request.Request(  # noqa: S310 - URL scheme checked in __init__
-            self.url,
-            data=body.encode("utf-8"),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
+        event: Any = json.loads(body)  # the transport serialises it again, byte for byte alike
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as err:
-            detail = err.read(500).decode("utf-8", errors="replace")
-            if err.code >= 500 or err.code in RETRYABLE_CLIENT_STATUSES:
+            return int(self.transport.emit(event).status_code)
+        except requests.HTTPError as err:
+            status = err.response.status_code if err.response is not None else 0
+            detail = err.response.text[:500] if err.response is not None else str(err)
+            if status >= 500 or status in RETRYABLE_CLIENT_STATUSES:
                 raise ServiceUnavailable(
-                    f"Marquez at {self.base_url} answered {err.code}: {detail}"
+                    f"Marquez at {self.base_url} answered {status}: {detail}"
                 ) from None
-            raise Rejected(f"Marquez answered {err.code}: {detail}") from None
-        except (OSError, urllib.error.URLError) as err:
-            reason = getattr(err, "reason", err)
-            raise ServiceUnavailable(
-                f"Marquez at {self.base_url} did not answer: {reason}"
-            ) from None
+            raise Rejected(f"Marquez answered {status}: {detail}") from None
+        except requests.RequestException as err:
+            message = f"Marquez at {self.base_url} did not answer: {_reason(err)}"
+            if _maybe_received(err):
+                raise Uncertain(message) from None
+            raise ServiceUnavailable(message) from None
+
+    def has(self, body: str) -> bool:
+        """Whether Marquez already holds this event (same run, type and time).
+
+        Asked only when an earlier send's outcome is unknown (no answer after sending, or a
+        process stopped between a 2xx and the cursor write), so that a re-send never gives
+        Marquez the same event twice. False when Marquez cannot tell (the event is sent).
+        """
+        event = json.loads(body)
+        try:
+            at = datetime.fromisoformat(event["eventTime"])
+            window = {
+                "after": (at - timedelta(seconds=1)).isoformat(),
+                "before": (at + timedelta(seconds=1)).isoformat(),
+                "limit": "1000",
+            }
+            answer = self.transport.session.get(
+                f"{self.base_url}/api/v1/events/lineage", params=window, timeout=self.timeout
+            )
+            answer.raise_for_status()
+            known = answer.json().get("events", [])
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return any(
+            e.get("run", {}).get("runId") == event["run"]["runId"]
+            and e.get("eventType") == event["eventType"]
+            for e in known
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def _maybe_received(err: requests.RequestException) -> bool:
+    """Whether the request went out before the failure (a read timeout or a dropped answer)."""
+    if isinstance(err, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError):
+        return True
+    reason = err.args[0] if err.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(
+        reason, urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ProtocolError
+    )
+
+
+def _reason(err: requests.RequestException) -> str:
+    """The innermost cause of a requests error, short (no URL repeated thrice)."""
+    cause: BaseException = err
+    while cause.__context__ is not None and cause.__context__ is not cause:
+        cause = cause.__context__
+    return f"{type(cause).__name__}: {cause}"[:300]
 
 
 class Deliverer:
-    """Sends the journal's pending events to Marquez, in order, each at least once.
+    """Sends the journal's pending events to Marquez, in order, each once per 2xx.
 
     One pass (``resend_pending``) runs at a time across processes (a file lock), so the
-    server's thread and ``lakehook lineage flush`` never send the same event concurrently.
+    server's thread and ``lakehook lineage flush`` never send the same event concurrently. The
+    thread notices events appended by any process: it polls the journal's size.
 
     Args:
         journal: the journal to read and whose cursor to advance.
         endpoint: where to POST.
-        idle_interval: seconds between passes when nothing wakes the thread (a sweep).
+        poll_interval: seconds between looks at the journal for new events.
         max_backoff: longest pause between passes while Marquez does not answer.
-        attempts: tries per event within one pass before the pass gives up.
+
+    Attributes:
+        delivered_total: events accepted since this object was made.
+        rejected_total: events refused for good (4xx) since then.
+        failed_passes: passes stopped because Marquez did not answer.
     """
 
     def __init__(
@@ -134,46 +203,56 @@ class Deliverer:
         journal: Journal,
         endpoint: MarquezEndpoint,
         *,
-        idle_interval: float = 30.0,
-        max_backoff: float = 60.0,
-        attempts: int = 3,
+        poll_interval: float = 0.5,
+        max_backoff: float = 10.0,
     ) -> None:
         self.journal = journal
         self.endpoint = endpoint
-        self.idle_interval = idle_interval
+        self.poll_interval = poll_interval
         self.max_backoff = max_backoff
-        self.attempts = attempts
         self.delivered_total = 0
         self.rejected_total = 0
+        self.failed_passes = 0
         self.last_error: str | None = None
+        # the first pending event may already be in Marquez (a crash after its 2xx, before the
+        # cursor moved; or a send without answer): ask before sending it
+        self._verify_first = True
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ---- one pass -----------------------------------------------------------------------------
     def resend_pending(self, max_seconds: float = 60.0) -> DeliveryReport:
-        """Deliver every pending event now, in order; stop at the first one that fails.
+        """Deliver the pending events now, in order; stop at the first one Marquez does not take.
 
         Args:
-            max_seconds: bound on the retries of one event within this pass.
+            max_seconds: no new event is started after this many seconds (bounds the pass).
 
         Returns:
             What was delivered and what remains; ``error`` says why the pass stopped early.
         """
         delivered = rejected = 0
         error: str | None = None
+        deadline = time.monotonic() + max_seconds
         with self.journal.delivery_lock():
             for entry in self.journal.entries(self.journal.delivered_offset()):
+                if time.monotonic() > deadline:
+                    error = f"pass stopped after {max_seconds:.0f} s"
+                    break
                 if entry.text and not _is_json(entry.text):
                     self.journal.reject(entry.text, "not a JSON document")
                     rejected += 1
                 elif entry.text:
                     try:
-                        self._post_with_retries(entry.text, max_seconds)
+                        if not (self._verify_first and self.endpoint.has(entry.text)):
+                            self.endpoint.post(entry.text)
+                        self._verify_first = False
                     except ServiceUnavailable as err:
+                        self._verify_first = self._verify_first or isinstance(err, Uncertain)
                         error = err.message
                         break
                     except Rejected as err:
+                        self._verify_first = False
                         log.error(
                             "lineage event refused, kept in %s: %s", self.journal.rejected_path, err
                         )
@@ -185,23 +264,21 @@ class Deliverer:
             remaining = self.journal.state().pending
         self.delivered_total += delivered
         self.rejected_total += rejected
+        if error is not None:
+            self.failed_passes += 1
         self.last_error = error
         return DeliveryReport(delivered, rejected, remaining, error)
 
-    def _post_with_retries(self, body: str, max_seconds: float) -> None:
-        retrying = Retrying(
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(max_seconds),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            retry=retry_if_exception_type(ServiceUnavailable),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                self.endpoint.post(body)
+    def pending(self) -> int:
+        """Events in the journal after the cursor."""
+        return self.journal.state().pending
+
+    def _has_pending(self) -> bool:
+        return self.journal.size() > self.journal.delivered_offset()
 
     # ---- the background thread ----------------------------------------------------------------
     def wake(self) -> None:
-        """Ask for a pass soon (called after each append); ignored while backing off."""
+        """Ask for a pass now (the thread also finds new events by itself)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -216,12 +293,13 @@ class Deliverer:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread after its current pass (bounded by the HTTP timeout and retries)."""
+        """Stop the thread after its current event (bounded by the HTTP timeout and retries)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.endpoint.close()
 
     @property
     def running(self) -> bool:
@@ -230,12 +308,14 @@ class Deliverer:
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            if self._wake.wait(self.idle_interval if failures == 0 else 0):
-                self._wake.clear()
+            woken = self._wake.wait(self.poll_interval)
+            self._wake.clear()
             if self._stop.is_set():
                 return
+            if not (woken or self._has_pending()):
+                continue
             try:
-                report = self.resend_pending(max_seconds=self.endpoint.timeout * 2)
+                report = self.resend_pending(max_seconds=60.0)
             except Exception:  # the thread must survive anything; the journal keeps the events
                 log.exception("lineage delivery pass failed")
                 report = DeliveryReport(0, 0, -1, "delivery pass failed")
@@ -243,9 +323,9 @@ class Deliverer:
                 failures = 0
                 continue
             failures += 1
-            delay = min(self.max_backoff, 2.0 ** min(failures, 16))
+            delay = min(self.max_backoff, 0.5 * 2.0 ** min(failures, 16))
             log.warning(
-                "lineage: %s; %s event(s) pending, next try in %.0f s",
+                "lineage: %s; %s event(s) pending, next try in %.1f s",
                 report.error,
                 report.remaining,
                 delay,
@@ -296,8 +376,12 @@ def build_deliverer(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Del
 
 
 def build_sink(settings: Settings) -> JournalSink:
-    """The ``LineageSink`` of ``settings``: the journal, plus a (not started) deliverer."""
-    return JournalSink(Journal(settings.lineage_journal), build_deliverer(settings))
+    """The ``LineageSink`` of ``settings``: the journal only.
+
+    Delivery is the server's (``server/lineage.py``): it reads the journal whatever process
+    wrote to it, so workers in other processes need no deliverer of their own.
+    """
+    return JournalSink(Journal(settings.lineage_journal))
 
 
 def resend_pending(settings: Settings, max_seconds: float = 60.0) -> DeliveryReport:

@@ -3,7 +3,10 @@
 No I/O and no clock: every function takes the time it stamps. A table run is one run of job
 ``lakehook`` / ``<repo>.<table>`` (START, then COMPLETE or FAIL) with the raw CSV and the
 contents file as inputs and the table as output; a commit run (job ``<repo>.process-commit``)
-is the parent of the table runs of one processed source commit. Names: ``naming``.
+is the parent of the table runs of one processed source commit; an ingestion run (job
+``<repo>.ingest``, one COMPLETE event) is the lakeFS commit itself, whose outputs are the raw
+CSVs, so the graph reads ingestion -> raw CSV -> table job -> table. Every dataset carries a
+``dataSource`` facet (Marquez lists sources from it). Names: ``naming``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from openlineage.client.facet_v2 import (
     data_quality_metrics_dataset,
     data_quality_metrics_input_dataset,
     dataset_version_dataset,
+    datasource_dataset,
     error_message_run,
     job_type_job,
     output_statistics_output_dataset,
@@ -41,12 +45,15 @@ from openlineage.client.facet_v2 import (
 
 from pipeline.lineage import naming
 from pipeline.lineage.facets import (
+    COMMIT_FACET,
     DRIFT_FACET,
     LAKEHOOK_VERSION,
     OPENLINEAGE_CLIENT_VERSION,
     PRODUCER,
     QUALITY_FACET,
     RUN_FACET,
+    ColumnQualityMetrics,
+    LakehookCommitRunFacet,
     LakehookDriftDatasetFacet,
     LakehookQualityDatasetFacet,
     LakehookRunFacet,
@@ -125,6 +132,37 @@ class CommitPlan:
     @property
     def job_name(self) -> str:
         return naming.commit_job_name(self.repository)
+
+
+@dataclass(frozen=True)
+class IngestionPlan:
+    """A lakeFS commit seen as the run that ingested the raw CSVs it holds.
+
+    Attributes:
+        repository: the lakeFS repository.
+        branch: the branch the commit was processed on.
+        commit: the commit id.
+        committer: who made it.
+        message: its message.
+        created_at: when (epoch seconds; 0 when unknown).
+        raw_paths: the raw CSVs at that commit, e.g. ``raw/DM.csv``.
+    """
+
+    repository: str
+    branch: str
+    commit: str
+    committer: str
+    message: str
+    created_at: float
+    raw_paths: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        return naming.ingest_run_id(self.repository, self.commit)
+
+    @property
+    def job_name(self) -> str:
+        return naming.ingest_job_name(self.repository)
 
 
 def event_time(timestamp: float) -> str:
@@ -247,6 +285,53 @@ def commit_end_event(
     return _commit_event(RunState.FAIL, plan, at, facets)
 
 
+# ---- ingestion runs ---------------------------------------------------------------------------
+
+
+def ingestion_event(plan: IngestionPlan, at: float) -> RunEvent:
+    """COMPLETE of the ingestion run of one lakeFS commit: the raw CSVs at it are its outputs.
+
+    Args:
+        plan: the commit and the raw CSVs it holds.
+        at: event time when the commit's own time is unknown.
+    """
+    when = plan.created_at or at
+    facets: dict[str, RunFacet] = {
+        COMMIT_FACET: LakehookCommitRunFacet(
+            commit=plan.commit,
+            committer=plan.committer,
+            message=plan.message,
+            creationDate=event_time(plan.created_at) if plan.created_at else None,
+            producer=PRODUCER,
+        ),
+        RUN_FACET: LakehookRunFacet(
+            repository=plan.repository,
+            branch=plan.branch,
+            sourceCommit=plan.commit,
+            producer=PRODUCER,
+        ),
+    }
+    outputs = []
+    for path in plan.raw_paths:
+        raw = naming.raw_dataset(plan.repository, plan.branch, path)
+        outputs.append(
+            OutputDataset(
+                namespace=raw.namespace,
+                name=raw.name,
+                facets={"version": _version(plan.commit), "dataSource": _source(raw)},
+            )
+        )
+    return RunEvent(
+        eventType=RunState.COMPLETE,
+        eventTime=event_time(when),
+        run=Run(runId=plan.run_id, facets=facets),
+        job=_job(plan.job_name, "JOB"),
+        inputs=[],
+        outputs=outputs,
+        producer=PRODUCER,
+    )
+
+
 # ---- building blocks --------------------------------------------------------------------------
 
 
@@ -343,6 +428,13 @@ def _version(commit: str) -> dataset_version_dataset.DatasetVersionDatasetFacet:
     )
 
 
+def _source(dataset: DatasetName) -> datasource_dataset.DatasourceDatasetFacet:
+    """The data source of a dataset: its namespace (``s3://<repo>``), as Marquez lists it."""
+    return datasource_dataset.DatasourceDatasetFacet(
+        name=dataset.namespace, uri=dataset.namespace, producer=PRODUCER
+    )
+
+
 def _inputs(plan: TablePlan, manifest: TableManifest | None = None) -> list[InputDataset]:
     raw = naming.raw_dataset(plan.repository, plan.branch, plan.raw_path)
     contents = naming.contents_dataset(plan.repository, plan.branch, plan.contents_path)
@@ -353,7 +445,10 @@ def _inputs(plan: TablePlan, manifest: TableManifest | None = None) -> list[Inpu
                 columnMetrics={}, rowCount=manifest.rows, fileCount=1, producer=PRODUCER
             )
         )
-    version: dict[str, DatasetFacet] = {"version": _version(plan.source_commit)}
+    version: dict[str, DatasetFacet] = {
+        "version": _version(plan.source_commit),
+        "dataSource": _source(raw),
+    }
     return [
         InputDataset(
             namespace=raw.namespace,
@@ -372,7 +467,7 @@ def _output(
     manifest: TableManifest | None = None,
 ) -> OutputDataset:
     table = naming.table_dataset(plan.repository, plan.branch, plan.table)
-    facets: dict[str, DatasetFacet] = {}
+    facets: dict[str, DatasetFacet] = {"dataSource": _source(table)}
     output_facets: dict[str, OutputDatasetFacet] = {}
     if plan.schema:
         facets["symlinks"] = symlinks_dataset.SymlinksDatasetFacet(
@@ -390,7 +485,7 @@ def _output(
         facets["schema"] = _schema(manifest.columns)
         facets["columnLineage"] = _column_lineage(manifest.columns, raw)
         facets["version"] = _version(run.output_commit or run.source_commit)
-        facets["dataQualityMetrics"] = _quality_metrics(manifest)
+        facets["dataQualityMetrics"] = _quality_metrics(manifest, run.null_counts)
         facets[QUALITY_FACET] = LakehookQualityDatasetFacet(
             rowCount=manifest.rows,
             invalidValues=dict(manifest.invalid_values),
@@ -473,13 +568,22 @@ def _conversion(column: OutputColumn) -> tuple[str, str]:
 
 
 def _quality_metrics(
-    manifest: TableManifest,
+    manifest: TableManifest, null_counts: Mapping[str, int]
 ) -> data_quality_metrics_dataset.DataQualityMetricsDatasetFacet:
+    """``rowCount`` and, per column, ``nullCount`` and ``invalidCount`` (contract §10 v1.1).
+
+    ``nullCount`` of ``<key>_sk`` is the rows with a missing natural key part; of the other
+    columns, what processing counted (absent for a table reused without reprocessing).
+    ``invalidCount``: values that did not fit the declared type (0 for undeclared text).
+    """
+    key_nulls = {key_column(key): count for key, count in manifest.null_keys.items()}
+    metrics: dict[str, data_quality_metrics_dataset.ColumnMetrics] = {}
+    for column in manifest.columns:
+        nulls = key_nulls.get(column.name, null_counts.get(column.name))
+        invalid = None if column.key_sources else manifest.invalid_values.get(column.name, 0)
+        metrics[column.name] = ColumnQualityMetrics(nullCount=nulls, invalidCount=invalid)
     return data_quality_metrics_dataset.DataQualityMetricsDatasetFacet(
-        columnMetrics={
-            key_column(key): data_quality_metrics_dataset.ColumnMetrics(nullCount=count)
-            for key, count in sorted(manifest.null_keys.items())
-        },
+        columnMetrics=metrics,
         rowCount=manifest.rows,
         fileCount=len(manifest.files),
         producer=PRODUCER,

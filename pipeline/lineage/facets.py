@@ -13,6 +13,7 @@ from typing import Any
 
 import attr
 from openlineage.client.constants import __version__ as OPENLINEAGE_CLIENT_VERSION  # noqa: N812
+from openlineage.client.facet_v2 import data_quality_metrics_dataset
 from openlineage.client.generated.base import DatasetFacet, RunFacet
 
 from lakehook import __version__ as LAKEHOOK_VERSION  # noqa: N812
@@ -24,14 +25,18 @@ SCHEMA_PACKAGE = "pipeline.lineage"
 DRIFT_FACET = "lakehook_drift"
 QUALITY_FACET = "lakehook_quality"
 RUN_FACET = "lakehook_run"
+COMMIT_FACET = "lakehook_commit"
 
 __all__ = [
+    "COMMIT_FACET",
     "DRIFT_FACET",
     "LAKEHOOK_VERSION",
     "OPENLINEAGE_CLIENT_VERSION",
     "PRODUCER",
     "QUALITY_FACET",
     "RUN_FACET",
+    "ColumnQualityMetrics",
+    "LakehookCommitRunFacet",
     "LakehookDriftDatasetFacet",
     "LakehookQualityDatasetFacet",
     "LakehookRunFacet",
@@ -102,6 +107,36 @@ class LakehookRunFacet(RunFacet):
     @staticmethod
     def _get_schema() -> str:
         return _schema_url("LakehookRunFacet")
+
+
+@attr.define
+class LakehookCommitRunFacet(RunFacet):
+    """The lakeFS commit an ingestion run stands for: who committed what, when.
+
+    Attributes:
+        commit: the lakeFS commit id.
+        committer: the lakeFS user who made it.
+        message: its commit message.
+        creationDate: when it was made (ISO 8601), when lakeFS says.
+    """
+
+    commit: str
+    committer: str
+    message: str
+    creationDate: str | None = attr.field(default=None)  # noqa: N815
+
+    @staticmethod
+    def _get_schema() -> str:
+        return _schema_url("LakehookCommitRunFacet")
+
+
+@attr.define
+class ColumnQualityMetrics(data_quality_metrics_dataset.ColumnMetrics):
+    """The standard column metrics plus ``invalidCount`` (contract §10 v1.1): values that did
+    not fit the declared type (NULL in the table, counted here). The standard facet allows
+    additional properties."""
+
+    invalidCount: int | None = attr.field(default=None)  # noqa: N815
 
 
 def facet_schema(name: str) -> str:

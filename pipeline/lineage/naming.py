@@ -24,7 +24,9 @@ the same ``trino://host:port`` joins too.
 
 Job names: ``lakehook`` / ``<repo>.<table>`` for a table, ``lakehook`` /
 ``<repo>.process-commit`` for the parent run of one processed commit (the hyphen cannot
-occur in a table name, so the two never collide).
+occur in a table name, so the two never collide), ``lakehook`` / ``<repo>.ingest`` for the
+lakeFS commit that brought the raw data (one run per commit; a table named ``ingest`` would
+share that job name: its runs have other ids and inputs, so the graph stays readable).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from lakehook.settings import Settings
 
 JOB_NAMESPACE = "lakehook"
 COMMIT_JOB_SUFFIX = "process-commit"
+INGEST_JOB_SUFFIX = "ingest"
 DEFAULT_RAW_PREFIX = "raw/"
 DEFAULT_CONTENTS_PATH = "raw/contents.csv"
 TABLES_PREFIX = "tables/"
@@ -149,6 +152,16 @@ def table_job_name(repo: str, table: str) -> str:
 def commit_job_name(repo: str) -> str:
     """The parent job of the table runs of one processed commit: ``<repo>.process-commit``."""
     return f"{repo}.{COMMIT_JOB_SUFFIX}"
+
+
+def ingest_job_name(repo: str) -> str:
+    """The job that put raw data into ``repo`` (a lakeFS commit): ``<repo>.ingest``."""
+    return f"{repo}.{INGEST_JOB_SUFFIX}"
+
+
+def ingest_run_id(repo: str, commit: str) -> str:
+    """The deterministic run id of the ingestion that made ``commit`` in ``repo``."""
+    return str(uuid.uuid5(RUN_ID_NAMESPACE, f"ingest\0{repo}\0{commit}"))
 
 
 def table_run_id(repo: str, source_commit: str, table: str) -> str:

@@ -9,8 +9,9 @@
             run.finish(table_run)                      # COMPLETE, or FAIL if table_run.error
     # an exception inside a table run: FAIL with the error, then the exception propagates
 
-The commit run (job ``<repo>.process-commit``) is the parent of its table runs; its START is
-sent with the first table run and its COMPLETE (FAIL when a table failed) when it exits, so a
+The commit run (job ``<repo>.process-commit``) is the parent of its table runs; the ingestion
+run of the commit (job ``<repo>.ingest``) and the commit run's START are sent with the first
+table run and its COMPLETE (FAIL when a table failed) when it exits, so a
 reconcile that processes nothing sends nothing. Every emission goes through ``_emit``, which
 catches, logs and counts any error: lineage problems never reach processing.
 """
@@ -28,7 +29,7 @@ from types import TracebackType
 
 from lakehook.settings import Settings
 from pipeline.lineage import events, naming
-from pipeline.lineage.events import CommitPlan, TablePlan
+from pipeline.lineage.events import CommitPlan, IngestionPlan, TablePlan
 from pipeline.lineage.naming import LineageNaming
 from pipeline.model import TableRun
 from pipeline.ports import LineageSink
@@ -76,13 +77,22 @@ class LineageRecorder:
 
     # ---- runs ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def commit_run(self, repo: str, branch: str, source_commit: str) -> Iterator[CommitRun]:
+    def commit_run(
+        self,
+        repo: str,
+        branch: str,
+        source_commit: str,
+        ingestion: IngestionPlan | None = None,
+    ) -> Iterator[CommitRun]:
         """The parent run of processing ``source_commit`` of ``repo`` on ``branch``.
+
+        Args:
+            ingestion: the commit as an ingestion run, sent before the first table run.
 
         Yields:
             The ``CommitRun`` whose ``table_run`` opens each table's run.
         """
-        commit = CommitRun(self, CommitPlan(repo, branch, source_commit))
+        commit = CommitRun(self, CommitPlan(repo, branch, source_commit), ingestion)
         try:
             yield commit
         except BaseException as err:
@@ -151,9 +161,12 @@ class LineageRecorder:
 class CommitRun:
     """The parent run of one processed commit; opens the table runs."""
 
-    def __init__(self, recorder: LineageRecorder, plan: CommitPlan) -> None:
+    def __init__(
+        self, recorder: LineageRecorder, plan: CommitPlan, ingestion: IngestionPlan | None = None
+    ) -> None:
         self.recorder = recorder
         self.plan = plan
+        self.ingestion = ingestion
         self.started = False
         self.failed_tables: list[str] = []
         self._lock = threading.Lock()
@@ -198,6 +211,9 @@ class CommitRun:
                 return
             self.started = True
         at = self.recorder.clock()
+        ingestion = self.ingestion
+        if ingestion is not None:
+            self.recorder.emit(lambda: events.ingestion_event(ingestion, at))
         self.recorder.emit(lambda: events.commit_start_event(self.plan, at))
 
     def _table_failed(self, table: str) -> None:

@@ -71,6 +71,7 @@ class ConvertResult:
     keys: dict[str, tuple[str, ...]]
     warnings: tuple[str, ...] = ()
     bytes_read: int = 0
+    null_counts: dict[str, int] = field(default_factory=dict)  # per table column (lineage)
 
 
 @dataclass
@@ -266,6 +267,7 @@ def convert_file(
     )
     hashers = {c.key: KeyHasher(c.key, c.key_types) for c in layout.columns if c.key is not None}
     invalid = {c.out.name: 0 for c in layout.columns if c.key is None}
+    nulls = {c.out.name: 0 for c in layout.columns}
     ragged: list[str] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
@@ -331,6 +333,8 @@ def convert_file(
                         _raise_invalid(source, typed, col, rows, display)
                     invalid[col.out.name] += bad
                     arrays.append(typed)
+            for col, array in zip(layout.columns, arrays, strict=True):
+                nulls[col.out.name] += array.null_count
             writer.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
             rows += batch.num_rows
     except pa.ArrowInvalid as err:
@@ -349,6 +353,7 @@ def convert_file(
         keys={c.key: c.out.key_sources for c in layout.columns if c.key is not None},
         warnings=tuple(layout.warnings),
         bytes_read=csv_path.stat().st_size,
+        null_counts=dict(nulls),
     )
 
 

@@ -108,4 +108,4 @@ def process_table(
         warnings=result.warnings,
     )
     assert manifest.path.startswith(MANIFEST_PREFIX)
-    return replace(base, manifest=manifest, finished_at=time.time())
+    return replace(base, manifest=manifest, null_counts=result.null_counts, finished_at=time.time())

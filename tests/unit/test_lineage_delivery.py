@@ -38,6 +38,7 @@ class LineageServer:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.status = 201
+        self.answer_delay = 0.0  # > the client's timeout: stored, but no answer in time
         self.lock = threading.Lock()
         outer = self
 
@@ -49,9 +50,18 @@ class LineageServer:
                 if self.path == "/api/v1/lineage" and 200 <= status < 300:
                     with outer.lock:
                         outer.received.append(json.loads(body))
+                time.sleep(outer.answer_delay)
                 self.send_response(status if self.path == "/api/v1/lineage" else 404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self) -> None:  # Marquez's /api/v1/events/lineage, unfiltered
+                with outer.lock:
+                    body = json.dumps({"events": outer.received}).encode()
+                self.send_response(200 if self.path.startswith("/api/v1/events/lineage") else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -101,7 +111,9 @@ def record_two_tables(sink: JournalSink) -> list[tuple[str, str]]:
 
 
 def fast_deliverer(journal: Journal, url: str) -> Deliverer:
-    return Deliverer(journal, MarquezEndpoint(url, timeout=2.0), idle_interval=0.2, max_backoff=0.5)
+    return Deliverer(
+        journal, MarquezEndpoint(url, timeout=2.0), poll_interval=0.05, max_backoff=0.5
+    )
 
 
 # ---- journal ----------------------------------------------------------------------------------
@@ -236,6 +248,79 @@ def test_concurrent_passes_never_send_an_event_twice(
         thread.join(DEADLINE)
     assert server.run_ids() == written
     assert sum(d.delivered_total for d in passes) == 6
+
+
+def test_events_journaled_by_another_process_are_delivered_without_a_wake(
+    journal: Journal, server: LineageServer
+) -> None:
+    deliverer = fast_deliverer(journal, server.url)
+    deliverer.start()
+    try:
+        other_process = JournalSink(Journal(journal.path))  # its own objects, no deliverer
+        written = record_two_tables(other_process)
+        assert wait_until_delivered(deliverer, DEADLINE)
+    finally:
+        deliverer.stop()
+    assert server.run_ids() == written
+
+
+def test_an_event_taken_without_an_answer_is_not_sent_again(
+    journal: Journal, server: LineageServer
+) -> None:
+    written = record_two_tables(JournalSink(journal))
+    deliverer = Deliverer(journal, MarquezEndpoint(server.url, timeout=0.3))
+    deliverer.resend_pending()  # the process starts: the first event is checked, then sent
+    server.received.clear()
+    journal.set_delivered_offset(0)
+    server.answer_delay = 1.0  # Marquez stores the event but answers too late
+    first = deliverer.resend_pending()
+    assert first.error is not None
+    assert "did not answer" in first.error
+    assert server.run_ids() == written[:1]
+    server.answer_delay = 0.0
+    assert deliverer.resend_pending().remaining == 0
+    assert server.run_ids() == written  # the first event once, the others after it
+
+
+def test_a_restarted_deliverer_does_not_resend_what_marquez_already_has(
+    journal: Journal, server: LineageServer
+) -> None:
+    """A crash between Marquez's 2xx and the cursor write: the new process asks first."""
+    written = record_two_tables(JournalSink(journal))
+    assert fast_deliverer(journal, server.url).resend_pending().remaining == 0
+    journal.set_delivered_offset(0)  # as if the cursor write had been lost
+    report = fast_deliverer(journal, server.url).resend_pending()
+    assert server.run_ids()[:6] == written
+    assert report.delivered == 6  # the first was found in Marquez, the rest re-sent
+    assert len(server.run_ids()) == 11  # without the check the first would be there twice
+
+
+def test_the_server_bus_starts_and_stops_delivery_and_counts_it(
+    journal: Journal, server: LineageServer
+) -> None:
+    from cherrypy.process.wspbus import Bus
+
+    from server.lineage import LineageDeliveryPlugin, LineageMetrics
+    from server.metrics import Metrics
+
+    deliverer = fast_deliverer(journal, server.url)
+    metrics = Metrics()
+    metrics.registry.register(LineageMetrics(deliverer))
+    bus = Bus()
+    LineageDeliveryPlugin(bus, deliverer).subscribe()
+    bus.start()
+    try:
+        assert deliverer.running
+        written = record_two_tables(JournalSink(journal))
+        assert wait_until_delivered(deliverer, DEADLINE)
+        text = metrics.render().decode()
+    finally:
+        bus.exit()
+    assert not deliverer.running
+    assert server.run_ids() == written
+    assert "lakehook_lineage_events_delivered_total 6.0" in text
+    assert "lakehook_lineage_events_pending 0.0" in text
+    assert "lakehook_lineage_events_failed_total 0.0" in text
 
 
 # ---- composition and CLI ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from openlineage.client.serde import Serde
 
 from lakehook.settings import Settings
 from pipeline.lineage import events, naming
-from pipeline.lineage.events import CommitPlan, TablePlan
+from pipeline.lineage.events import CommitPlan, IngestionPlan, TablePlan
 from pipeline.lineage.facets import facet_schema
 from pipeline.lineage.naming import LineageNaming
 from pipeline.model import Drift, DriftChange, OutputColumn, TableManifest, TableRun
@@ -59,6 +59,7 @@ RUN_EVENT_SCHEMA: dict[str, Any] = {
     },
 }
 CUSTOM_FACETS = {
+    "lakehook_commit": "LakehookCommitRunFacet",
     "lakehook_drift": "LakehookDriftDatasetFacet",
     "lakehook_quality": "LakehookQualityDatasetFacet",
     "lakehook_run": "LakehookRunFacet",
@@ -375,3 +376,79 @@ def test_commit_events(
     assert start["eventType"] == "START"
     assert end["eventType"] == state
     assert end["run"]["facets"].get("errorMessage", {}).get("message") == message
+
+
+# ---- the seed's graph (contract §10 v1.1) -----------------------------------------------------
+
+INGESTION = IngestionPlan(
+    repository="study",
+    branch="main",
+    commit="c0ffee",
+    committer="alice",
+    message="DM and AE, delivery 2",
+    created_at=1_750_000_000.0,
+    raw_paths=("raw/AE.csv", "raw/DM.csv"),
+)
+
+
+def test_ingestion_run_outputs_the_raw_csvs_with_committer_and_message() -> None:
+    event = as_json(events.ingestion_event(INGESTION, at=1_800_000_000.0))
+    assert_valid(event)
+    assert event["eventType"] == "COMPLETE"
+    assert event["job"] == {**event["job"], "namespace": "lakehook", "name": "study.ingest"}
+    assert event["eventTime"].startswith("2025-06-15T15:06:40")  # the commit's own time
+    commit = event["run"]["facets"]["lakehook_commit"]
+    assert (commit["commit"], commit["committer"], commit["message"]) == (
+        "c0ffee",
+        "alice",
+        "DM and AE, delivery 2",
+    )
+    outputs = [(d["namespace"], d["name"]) for d in event["outputs"]]
+    assert outputs == [("s3://study", "main/raw/AE.csv"), ("s3://study", "main/raw/DM.csv")]
+    assert all(d["facets"]["version"]["datasetVersion"] == "c0ffee" for d in event["outputs"])
+    # the same commit is the same run, however often it is recorded
+    again = as_json(events.ingestion_event(INGESTION, at=1_900_000_000.0))
+    assert again["run"]["runId"] == event["run"]["runId"]
+    other = replace(INGESTION, commit="d00d")
+    assert as_json(events.ingestion_event(other, at=0))["run"]["runId"] != event["run"]["runId"]
+
+
+def test_the_table_run_reads_what_the_ingestion_wrote() -> None:
+    ingest = as_json(events.ingestion_event(INGESTION, at=0))
+    table = as_json(events.table_end_event(sample_run(), NAMES, PARENT))
+    written = {(d["namespace"], d["name"]) for d in ingest["outputs"]}
+    read = [(d["namespace"], d["name"]) for d in table["inputs"]]
+    assert read[0] in written  # raw/DM.csv
+    assert read[1] == ("s3://study", "main/raw/contents.csv")
+
+
+def test_every_dataset_names_its_data_source() -> None:
+    start = as_json(events.table_start_event(TablePlan.of(sample_run()), NAMES, 0.0, PARENT))
+    complete = as_json(events.table_end_event(sample_run(), NAMES, PARENT))
+    fail = as_json(events.table_end_event(sample_run(error="broken", manifest=None), NAMES))
+    ingest = as_json(events.ingestion_event(INGESTION, at=0))
+    datasets = [
+        d for e in (start, complete, fail, ingest) for d in e.get("inputs", []) + e["outputs"]
+    ]
+    assert len(datasets) == 10  # 3 + 3 + 2 inputs of the FAIL + 2 raw CSVs
+    for dataset in datasets:
+        source = dataset["facets"]["dataSource"]
+        assert source["name"] == source["uri"] == dataset["namespace"] == "s3://study"
+
+
+def test_quality_metrics_count_nulls_and_invalid_values_per_column() -> None:
+    run = sample_run(null_counts={"studyid": 0, "usubjid": 0, "age": 5, "armcd": 306})
+    event = as_json(events.table_end_event(run, NAMES, PARENT))
+    assert_valid(event)
+    metrics = event["outputs"][0]["facets"]["dataQualityMetrics"]
+    assert metrics["rowCount"] == 306
+    columns = metrics["columnMetrics"]
+    assert set(columns) == {c.name for c in sample_manifest().columns}
+
+    def counts(column: str) -> dict[str, int]:
+        return {k: v for k, v in columns[column].items() if k in {"nullCount", "invalidCount"}}
+
+    assert counts("patient_sk") == {"nullCount": 1}  # rows with a missing key part
+    assert counts("age") == {"nullCount": 5, "invalidCount": 2}
+    assert counts("armcd") == {"nullCount": 306, "invalidCount": 0}
+    assert counts("rfstdtc") == {"invalidCount": 0}  # not counted: no nullCount claimed

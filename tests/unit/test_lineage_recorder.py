@@ -219,3 +219,25 @@ def test_record_replays_a_finished_run_with_its_own_times(
     assert sink.trace() == [("study.dm", "START"), ("study.dm", "COMPLETE")]
     assert sink.events[0]["eventTime"] == "2025-06-15T15:06:40.000+00:00"
     assert sink.events[1]["eventTime"] == "2025-06-15T15:06:42.500+00:00"
+
+
+def test_the_ingestion_run_goes_first_with_the_first_table_run(
+    recorder: LineageRecorder, sink: ListSink
+) -> None:
+    from tests.unit.test_lineage_events import INGESTION
+
+    with (
+        recorder.commit_run("study", "main", "c0ffee", INGESTION) as commit,
+        commit.table_run("dm", "DM") as dm,
+    ):
+        dm.finish(sample_run())
+    assert sink.trace() == [
+        ("study.ingest", "COMPLETE"),
+        ("study.process-commit", "START"),
+        ("study.dm", "START"),
+        ("study.dm", "COMPLETE"),
+        ("study.process-commit", "COMPLETE"),
+    ]
+    with recorder.commit_run("study", "main", "c0ffee", INGESTION):
+        pass  # nothing processed (a reconcile): no ingestion run either
+    assert len(sink.events) == 5
