@@ -260,6 +260,15 @@ def push(settings: Settings, repo: str, branch: str, files: dict[str, bytes], me
     return _head(settings, repo, branch)
 
 
+def print_lineage_url(settings: Settings, repo: str, branch: str, table: str) -> None:
+    """Print where the Marquez web UI draws ``table``'s lineage graph (the local stack's UI)."""
+    from lakehook.stack.commands import stack_settings
+    from pipeline.lineage.naming import web_ui_lineage_url
+
+    web = stack_settings(settings).marquez_web_url
+    click.echo(f"   lineage of {table}: {web_ui_lineage_url(web, repo, branch, table)}")
+
+
 def _head(settings: Settings, repo: str, branch: str) -> str:
     from pipeline.adapters.lakefs import LakeFSClient
 

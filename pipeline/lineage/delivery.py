@@ -239,35 +239,46 @@ class Deliverer:
                 if time.monotonic() > deadline:
                     error = f"pass stopped after {max_seconds:.0f} s"
                     break
-                if entry.text and not _is_json(entry.text):
-                    self.journal.reject(entry.text, "not a JSON document")
-                    rejected += 1
-                elif entry.text:
-                    try:
-                        if not (self._verify_first and self.endpoint.has(entry.text)):
-                            self.endpoint.post(entry.text)
-                        self._verify_first = False
-                    except ServiceUnavailable as err:
-                        self._verify_first = self._verify_first or isinstance(err, Uncertain)
-                        error = err.message
-                        break
-                    except Rejected as err:
-                        self._verify_first = False
-                        log.error(
-                            "lineage event refused, kept in %s: %s", self.journal.rejected_path, err
-                        )
-                        self.journal.reject(entry.text, str(err))
-                        rejected += 1
-                    else:
-                        delivered += 1
+                outcome = self._deliver(entry.text)
+                if outcome is None:
+                    error = self.last_error
+                    break
                 self.journal.set_delivered_offset(entry.end)
+                # counted once the cursor moved, so the metrics never run ahead of the journal
+                if outcome == "delivered":
+                    delivered += 1
+                    self.delivered_total += 1
+                elif outcome == "rejected":
+                    rejected += 1
+                    self.rejected_total += 1
             remaining = self.journal.state().pending
-        self.delivered_total += delivered
-        self.rejected_total += rejected
         if error is not None:
             self.failed_passes += 1
         self.last_error = error
         return DeliveryReport(delivered, rejected, remaining, error)
+
+    def _deliver(self, text: str) -> str | None:
+        """Send one journal line: "delivered", "rejected", "skipped" (blank), or None when
+        Marquez did not take it (``last_error`` says why)."""
+        if not text:
+            return "skipped"
+        if not _is_json(text):
+            self.journal.reject(text, "not a JSON document")
+            return "rejected"
+        try:
+            if not (self._verify_first and self.endpoint.has(text)):
+                self.endpoint.post(text)
+        except ServiceUnavailable as err:
+            self._verify_first = self._verify_first or isinstance(err, Uncertain)
+            self.last_error = err.message
+            return None
+        except Rejected as err:
+            self._verify_first = False
+            log.error("lineage event refused, kept in %s: %s", self.journal.rejected_path, err)
+            self.journal.reject(text, str(err))
+            return "rejected"
+        self._verify_first = False
+        return "delivered"
 
     def pending(self) -> int:
         """Events in the journal after the cursor."""

@@ -172,3 +172,15 @@ def table_run_id(repo: str, source_commit: str, table: str) -> str:
 def commit_run_id(repo: str, source_commit: str) -> str:
     """The deterministic run id of processing ``source_commit`` in ``repo`` (the parent run)."""
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"commit\0{repo}\0{source_commit}"))
+
+
+def web_ui_lineage_url(web_url: str, repo: str, branch: str, table: str) -> str:
+    """The Marquez web UI's page of one table's lineage graph, e.g.
+    ``http://127.0.0.1:3000/lineage/dataset/s3%3A%2F%2Fstudy/main%2Ftables%2Fdm``."""
+    from urllib.parse import quote
+
+    dataset = table_dataset(repo, branch, table)
+    return (
+        f"{web_url.rstrip('/')}/lineage/dataset/"
+        f"{quote(dataset.namespace, safe='')}/{quote(dataset.name, safe='')}"
+    )

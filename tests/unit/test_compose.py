@@ -47,6 +47,12 @@ def test_services_and_ports_match_the_local_defaults(compose: dict[str, Any]) ->
     assert services["lakefs"]["image"] == "treeverse/lakefs:1.84.0"
     assert services["trino"]["image"] == "trinodb/trino:476"
     assert services["hive-metastore"]["image"].startswith("apache/hive:4.")
+    # the same Marquez as the local stack builds from source (lakehook/stack/versions.py)
+    from lakehook.stack import versions
+
+    assert services["marquez"]["image"] == f"marquezproject/marquez:{versions.MARQUEZ}"
+    assert services["marquez-web"]["image"] == f"marquezproject/marquez-web:{versions.MARQUEZ}"
+    assert 3000 in host_ports(services["marquez-web"])
 
 
 def test_credentials_and_token_agree(compose: dict[str, Any]) -> None:

@@ -452,3 +452,8 @@ def test_quality_metrics_count_nulls_and_invalid_values_per_column() -> None:
     assert counts("age") == {"nullCount": 5, "invalidCount": 2}
     assert counts("armcd") == {"nullCount": 306, "invalidCount": 0}
     assert counts("rfstdtc") == {"invalidCount": 0}  # not counted: no nullCount claimed
+
+
+def test_web_ui_url_of_a_tables_lineage_graph() -> None:
+    url = naming.web_ui_lineage_url("http://127.0.0.1:3000/", "study", "main", "dm")
+    assert url == "http://127.0.0.1:3000/lineage/dataset/s3%3A%2F%2Fstudy/main%2Ftables%2Fdm"
