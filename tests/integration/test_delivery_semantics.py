@@ -9,6 +9,8 @@ commit, the newest commit processed, and every job finished exactly once.
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,6 +84,22 @@ def post_event(server: RunningServer, payload: dict[str, Any]) -> int:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+
+
+def gate_answer(server: RunningServer, payload: dict[str, Any]) -> tuple[int, Any]:
+    """Ask lakehook's gate directly, as lakeFS's pre-merge hook does, and read its reasons."""
+    token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
+    req = urllib.request.Request(
+        f"{server.url}/webhooks/lakefs",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "X-Lakehook-Token": token},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read())
 
 
 def post_commit_event(repo: str, branch: str, commit: str) -> dict[str, Any]:
@@ -261,3 +279,117 @@ def test_reconciler_repairs_a_table_dropped_or_altered_behind_lakehooks_back(
     assert client.branches_api.get_branch(repo, "main").commit_id == head  # nothing reprocessed
     final = wait_state(lakehook_server, repo, "main", commit)
     assert final["state"] == "synced"
+
+
+def test_a_thousand_duplicated_shuffled_deliveries_over_three_branches(
+    client: LakeFSClient, lakehook_server: RunningServer
+) -> None:
+    repo = new_repository(client, "storm")
+    install_actions(lakehook_server, repo)
+    branches = ["s1", "s2", "s3"]
+    for name in branches:
+        client.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name=name, source="main"))
+    files = {b: generate_study(patients=20 + 5 * i, seed=40 + i) for i, b in enumerate(branches)}
+    commits = {
+        b: upload_and_commit(client, repo, b, files[b], f"delivery on {b}") for b in branches
+    }
+    # 1,000 deliveries: the three real ones replayed, plus create-branch events, shuffled
+    events = [post_commit_event(repo, b, commits[b]) for b in branches] * 300
+    events += [
+        {
+            "event_type": "post-create-branch",
+            "repository_id": repo,
+            "branch_id": b,
+            "source_ref": "main",
+            "commit_id": commits[b],
+        }
+        for b in branches
+    ] * 33 + [post_commit_event(repo, "s1", commits["s1"])]
+    random.Random(12).shuffle(events)
+    assert len(events) == 1000
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda p: post_event(lakehook_server, p), events))
+    assert set(codes) == {202}
+    for b in branches:
+        status = wait_state(lakehook_server, repo, b, commits[b])
+        assert status["state"] == "synced", status
+        rows = {t["table"]: t["rows"] for t in status["tables"]}
+        assert rows["patients"] == files[b]["raw/patients.csv"].count(b"\n") - 1
+        assert lakehook_merges(client, repo, b) == {commits[b]: 1}, b
+    jobs = wait_jobs_settled(lakehook_server, repo)
+    assert [j for j in jobs if j["state"] == "failed"] == []
+    assert len(jobs) < 100  # coalesced, not a thousand jobs
+
+
+@pytest.mark.faults  # opt-in until it has passed on a quiet machine
+def test_commits_on_two_branches_at_the_same_moment(
+    client: LakeFSClient, lakehook_server: RunningServer
+) -> None:
+    repo = new_repository(client, "twin")
+    install_actions(lakehook_server, repo)
+    for name in ("left", "right"):
+        client.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name=name, source="main"))
+    files = {"left": generate_study(25, seed=51), "right": generate_study(35, seed=52)}
+    barrier = threading.Barrier(2)
+
+    def deliver(branch: str) -> str:
+        for path, data in files[branch].items():
+            client.objects_api.upload_object(repo, branch, path, content=data)
+        barrier.wait()
+        return str(
+            client.commits_api.commit(
+                repo, branch, lakefs_sdk.CommitCreation(message=f"at once on {branch}")
+            ).id
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        commits = dict(zip(["left", "right"], pool.map(deliver, ["left", "right"]), strict=True))
+    schemas = set()
+    for branch, commit in commits.items():
+        status = wait_state(lakehook_server, repo, branch, commit)
+        assert status["state"] == "synced", status
+        rows = {t["table"]: t["rows"] for t in status["tables"]}
+        assert rows["patients"] == files[branch]["raw/patients.csv"].count(b"\n") - 1
+        assert lakehook_merges(client, repo, branch) == {commit: 1}
+        schemas.add(status["schema"])
+    assert len(schemas) == 2
+
+
+@pytest.mark.faults  # opt-in until it has passed on a quiet machine
+def test_a_merge_while_its_source_is_processing_is_refused_then_let_through(
+    client: LakeFSClient, lakehook_server: RunningServer
+) -> None:
+    repo = new_repository(client, "early")
+    install_actions(lakehook_server, repo)
+    base = upload_and_commit(client, repo, "main", generate_study(20, seed=61), "delivery 1")
+    assert wait_state(lakehook_server, repo, "main", base)["state"] == "synced"
+    client.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="dev", source="main"))
+    assert wait_state(lakehook_server, repo, "dev", base)["state"] == "synced"
+    dev = upload_and_commit(
+        client, repo, "dev", generate_study(3000, seed=61, delivery=2), "delivery 2 (large)"
+    )
+    # lakehook has not finished dev: its gate says why (lakeFS passes on only the status code)
+    pre_merge = {
+        "event_type": "pre-merge",
+        "repository_id": repo,
+        "branch_id": "main",
+        "source_ref": dev,
+        "merge_source": "dev",
+    }
+    code, answer = gate_answer(lakehook_server, pre_merge)
+    assert code == 412, answer
+    assert "still processing" in " ".join(answer["reasons"]), answer
+    with pytest.raises(lakefs_sdk.ApiException) as refused:
+        client.refs_api.merge_into_branch(
+            repo, "dev", "main", merge=lakefs_sdk.Merge(message="early")
+        )
+    assert refused.value.status == 412
+    assert wait_state(lakehook_server, repo, "dev", dev)["state"] == "synced"
+    merged = client.refs_api.merge_into_branch(
+        repo, "dev", "main", merge=lakefs_sdk.Merge(message="promote dev")
+    ).reference
+    status = wait_state(lakehook_server, repo, "main", merged)
+    assert status["state"] == "synced", status
+    assert lakehook_merges(client, repo, "dev") == {dev: 1}
+    assert lakehook_merges(client, repo, "main").get(base) == 1
+    assert all(n == 1 for n in lakehook_merges(client, repo, "main").values())

@@ -1,0 +1,136 @@
+"""Each service of the stack stopped during processing, then started again (issue 12).
+
+lakeFS, the Hive Metastore and Trino are stopped one after the other for
+``LAKEHOOK_OUTAGE_SECONDS`` (default 60) while a delivery is being processed. Throughout,
+lakehook keeps answering ``/healthz`` and webhooks, ``/readyz`` names the service that is down,
+and the branch's status reports the service failure and the next try; once the service is back
+the branch converges (``synced``, one lakehook commit, no working branch left). The recovery
+time (service ready again -> branch synced) is printed for docs/reliability.md.
+
+Named to run last: it stops SHARED components of the stack. Run it against a private stack
+while developing (docs/reliability.md says how).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from lakehook.settings import Settings
+from pipeline.generator import generate_study
+from tests.integration.conftest import (
+    RunningServer,
+    free_port,
+    install_actions,
+    new_repository,
+    start_server,
+)
+from tests.integration.test_delivery_semantics import (
+    lakehook_merges,
+    post_commit_event,
+    post_event,
+)
+from tests.integration.test_end_to_end import upload_and_commit, wait_state
+from tests.integration.test_faults import working_branches
+
+if TYPE_CHECKING:
+    from lakefs_sdk.client import LakeFSClient
+
+pytestmark = [pytest.mark.stack, pytest.mark.faults]
+
+OUTAGE = float(os.environ.get("LAKEHOOK_OUTAGE_SECONDS", "60"))
+SERVER_ENV = {"LAKEHOOK_RETRY_MAX_DELAY": "10"}  # bounded wait between tries, for the test
+CHECK = {"lakefs": "lakefs", "hive-metastore": "metastore", "trino": "trino"}
+
+
+def stack(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", "stack", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def http(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read() or b"null")
+
+
+def status_of(server: RunningServer, repo: str) -> dict[str, Any]:
+    token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
+    request = urllib.request.Request(
+        f"{server.url}/api/v1/repos/{repo}/branches/main/status",
+        headers={"X-Lakehook-Token": token},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as err:
+        return {"http": err.code}
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("component", ["lakefs", "hive-metastore", "trino"])
+def test_service_outage_during_processing_converges_after_it_returns(
+    component: str, client: LakeFSClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    server = start_server(tmp_path / "state", free_port(), SERVER_ENV, ready_timeout=180)
+    try:
+        repo = new_repository(client, f"outage-{component}")
+        install_actions(server, repo)
+        head = client.branches_api.get_branch(repo, "main").commit_id
+        wait_state(server, repo, "main", head)
+        files = generate_study(patients=30, seed=21)
+        if component == "lakefs":  # the delivery needs lakeFS: commit, then stop it at once
+            user = upload_and_commit(client, repo, "main", files, "delivery")
+            stack("stop", component)
+        else:  # stop first, so that processing certainly meets the outage
+            stack("stop", component)
+            user = upload_and_commit(client, repo, "main", files, "delivery")
+        stopped = time.monotonic()
+        health, ready, hooks, statuses = set(), [], set(), []
+        while time.monotonic() - stopped < OUTAGE:
+            health.add(http(f"{server.url}/healthz")[0])
+            code, body = http(f"{server.url}/readyz")
+            ready.append((code, body["checks"][CHECK[component]]))
+            hooks.add(post_event(server, post_commit_event(repo, "main", user)))
+            statuses.append(status_of(server, repo))
+            time.sleep(1.0)
+        stack("start", component)
+        back = time.monotonic()
+        status = wait_state(server, repo, "main", user)
+        recovery = time.monotonic() - back
+        ready_after = http(f"{server.url}/readyz")
+    finally:
+        server.stop()
+
+    assert health == {200}  # the server answered throughout
+    assert hooks == {202}  # and kept accepting webhooks
+    assert ready
+    assert all(code == 503 and not ok for code, ok in ready), ready[:3]
+    retries = [s for s in statuses if s.get("state") == "pending" and s.get("retry")]
+    assert retries, statuses[-3:]
+    named = {"lakefs": "lakefs", "hive-metastore": "metastore", "trino": "trino"}[component]
+    assert any(named in s["retry"]["error"].lower() for s in retries), retries[-1]
+    assert max(s["retry"]["attempts"] for s in retries) >= 1
+    assert status["state"] == "synced", status
+    assert status["retry"] is None
+    assert ready_after[0] == 200
+    assert lakehook_merges(client, repo, "main") == {user: 1}
+    assert working_branches(client, repo) == []
+    print(f"\n{component}: down {OUTAGE:.0f}s, synced {recovery:.1f}s after it answered again")
