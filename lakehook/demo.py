@@ -450,14 +450,14 @@ def join_query(schema: str) -> str:
 
 
 def _lineage_hint(settings: Settings, repo: str, table: str) -> str:
+    """Where the Marquez web UI draws ``table``'s lineage on ``main`` (empty: no Marquez)."""
     if not settings.marquez_url:
         return ""
-    try:
-        from pipeline.lineage import urls  # type: ignore[attr-defined]
+    from lakehook.stack.commands import stack_settings
+    from pipeline.lineage.naming import web_ui_lineage_url
 
-        return f"; lineage: {urls.lineage_graph_url(settings, repo, table)}"
-    except (ImportError, AttributeError):
-        return f"; lineage: Marquez at {settings.marquez_url}"
+    web = stack_settings(settings).marquez_web_url
+    return f"; lineage of {table}: {web_ui_lineage_url(web, repo, 'main', table)}"
 
 
 def gate_reasons(settings: Settings, repo: str, lakectl_output: str) -> list[str]:

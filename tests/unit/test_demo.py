@@ -87,3 +87,14 @@ def test_stack_env_puts_lakehook_lakectl_and_trino_on_path(
         str(paths.lakectl_binary().parent),
         str(paths.bin_dir()),
     ]
+
+
+def test_each_act_names_the_lineage_graph_when_marquez_is_set() -> None:
+    from lakehook.settings import Settings
+
+    assert demo._lineage_hint(Settings.load({}), "study", "dm") == ""
+    hint = demo._lineage_hint(
+        Settings.load({"LAKEHOOK_MARQUEZ_URL": "http://127.0.0.1:5000"}), "study", "dm"
+    )
+    assert hint.startswith("; lineage of dm: http")
+    assert "study" in hint
