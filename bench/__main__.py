@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_bounds, bench_branch_create, bench_processing, bench_webhook
+from bench import (
+    bench_bounds,
+    bench_branch_create,
+    bench_isolation,
+    bench_processing,
+    bench_webhook,
+)
 
 
 def main() -> None:
@@ -18,6 +24,7 @@ def main() -> None:
         ("bounds: hostile inputs before and after", bench_bounds),
         ("webhook", bench_webhook),
         ("branch creation (needs the local stack)", bench_branch_create),
+        ("intake isolation under a 1 GB CSV (needs the local stack)", bench_isolation),
     ):
         print(f"\n## {name}\n", flush=True)
         module.main([])

@@ -5,16 +5,29 @@ calls ``reached("<point>")``, which runs the action there: by default ``kill``, 
 own process (no cleanup, no flush: the harshest crash there is). It is off by default and
 refused unless ``LAKEHOOK_TESTING=1`` (``validate``), so a production server never carries it.
 
-Points are declared in ``POINTS`` and actions in ``ACTIONS``; another test hook (say an
-``allocate`` or ``hang`` action, or a ``job-start`` point) is one more entry in each, with no
-change to the callers.
+Points are declared in ``POINTS`` and actions in ``ACTIONS``; another test hook is one more
+entry in each, with no change to the callers. A point may be narrowed to one subject:
+``before-dataset:LB_BIG=allocate`` fires only when the dataset ``LB_BIG`` is about to be
+processed (``reached("before-dataset", "LB_BIG")``). The worker-process actions of issue 16:
+
+* ``allocate``: allocate memory in 64 MiB pieces until the process's address-space ceiling
+  (``RLIMIT_AS``, the worker memory limit) makes it fail with ``MemoryError``; refused (a
+  ``MemoryError`` at once) in a process without a ceiling, so it never eats the machine;
+* ``hang``: never return (the job's wall-clock limit must end it);
+* ``pause``: sleep ``PAUSE_SECONDS``, then go on (a job slow enough to be killed mid-way).
+
+``kill`` in a worker process of ``lakehook serve`` takes the intake with it
+(``kill_together_with``), so that the whole server dies at that instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import signal
+import time
 from collections.abc import Callable
 
 from lakehook.errors import ConfigError
@@ -30,19 +43,56 @@ POINTS: dict[str, str] = {
     "after-metastore-change": "first metastore change made, the rest not",
     "after-verify": "metastore verified, status not recorded",
     "after-lineage-start": "lineage START sent, the table not processed",
+    "before-dataset": "a dataset is about to be processed (narrow it: before-dataset:<name>)",
 }
+PAUSE_SECONDS = 5.0
+_together: list[int] = []  # other processes of this server that die at a kill point
+
+
+def kill_together_with(pid: int) -> None:
+    """At a ``kill`` point, SIGKILL ``pid`` as well (a worker process takes its intake along)."""
+    _together.append(pid)
 
 
 def _kill(point: str) -> None:
     log.warning("fault point %s reached: SIGKILL", point)
     for handler in logging.getLogger().handlers:
         handler.flush()
+    for pid in _together:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-ACTIONS: dict[str, Callable[[str], None]] = {"kill": _kill}
+def _allocate(point: str) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        raise MemoryError(f"fault point {point}: no memory ceiling here, not allocating")
+    log.warning("fault point %s reached: allocating until the memory ceiling", point)
+    pieces = []
+    while True:  # ends with MemoryError at the ceiling
+        pieces.append(bytearray(64 << 20))
 
-_armed: tuple[str, str] | None = None  # (point, action)
+
+def _hang(point: str) -> None:
+    log.warning("fault point %s reached: hanging", point)
+    while True:
+        time.sleep(3600)
+
+
+def _pause(point: str) -> None:
+    log.warning("fault point %s reached: pausing %.0f s", point, PAUSE_SECONDS)
+    time.sleep(PAUSE_SECONDS)
+
+
+ACTIONS: dict[str, Callable[[str], None]] = {
+    "kill": _kill,
+    "allocate": _allocate,
+    "hang": _hang,
+    "pause": _pause,
+}
+
+_armed: tuple[str, str] | None = None  # (point, action); point may be "<point>:<subject>"
 
 
 def parse(value: str) -> tuple[str, str] | None:
@@ -51,7 +101,7 @@ def parse(value: str) -> tuple[str, str] | None:
         return None
     point, _, action = value.partition("=")
     action = action or "kill"
-    if point not in POINTS:
+    if point.partition(":")[0] not in POINTS:
         raise ConfigError(
             f"LAKEHOOK_FAULT_POINT={value!r}: unknown point {point!r}; known: {', '.join(POINTS)}"
         )
@@ -82,10 +132,14 @@ def arm(value: str, testing: bool) -> None:
         log.warning("fault point armed: %s (%s)", _armed[0], _armed[1])
 
 
-def reached(point: str) -> None:
-    """Run the armed action if ``point`` is the armed point; otherwise nothing."""
+def reached(point: str, subject: str = "") -> None:
+    """Run the armed action if ``point`` is the armed point (and ``subject`` the armed subject,
+    when one is named); otherwise nothing."""
     if point not in POINTS:  # a typo in a caller is a bug, not a silent no-op
         raise ValueError(f"unknown fault point {point!r}")
     armed = _armed
-    if armed is not None and armed[0] == point:
-        ACTIONS[armed[1]](point)
+    if armed is None:
+        return
+    name, _, only = armed[0].partition(":")
+    if name == point and (not only or only == subject):
+        ACTIONS[armed[1]](f"{point}:{subject}" if subject else point)

@@ -58,11 +58,17 @@ class Settings:
     public_url: str = ""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
     reconcile_interval: float = 60.0
-    workers: int = 2
+    # worker processes of `lakehook serve` (one job at a time each; default: one per core)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     job_lease_seconds: float = 120.0
     retry_max_delay: float = 300.0  # longest wait between two tries of a service failure
     reconcile_max_refs: int = 500  # refs a timer sweep checks (round robin across sweeps)
     working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
+    queue_poll_interval: float = 0.2  # seconds between a worker's looks at the queue
+    worker_memory_limit_mb: int = 4096  # address-space ceiling of each worker (RLIMIT_AS)
+    job_time_limit_seconds: float = 1800.0  # wall-clock limit of one job; its worker is killed
+    gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
+    worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
@@ -228,6 +234,21 @@ class Settings:
             raise ConfigError(
                 "LAKEHOOK_TRINO_ENGINE_THRESHOLD must be a number of bytes >= 0, e.g. 1073741824"
             )
+        for name in (
+            "queue_poll_interval",
+            "job_time_limit_seconds",
+            "gate_timeout_seconds",
+            "worker_restart_max_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds"
+                )
+        if self.worker_memory_limit_mb < 256:
+            raise ConfigError(
+                f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB={self.worker_memory_limit_mb} is too small for a "
+                "worker (at least 256; the default 4096 suits a 1 GB CSV)"
+            )
         if not self.webhook_token:
             raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")
         if self.log_level.upper() not in LOG_LEVELS:
@@ -245,17 +266,7 @@ class Settings:
 
         out = []
         for f in dataclasses.fields(self):
-            if f.name in {
-                "workers",
-                "job_lease_seconds",
-                "retry_max_delay",
-                "reconcile_max_refs",
-                "working_branch_grace",
-                "max_body_bytes",
-                "marquez_source",
-                "fault_point",
-                "testing",
-            }:
+            if f.name in _TUNING:
                 continue
             if f.name == "signing_key":  # the server reads <state_dir>/signing.key itself
                 continue
@@ -312,6 +323,24 @@ def _read_written_key(path: Path) -> str:
                 raise ConfigError(f"the signing key {path} is empty; delete it to make a new one")
             return text.strip()
         time.sleep(0.01)
+
+
+_TUNING = {
+    "workers",
+    "job_lease_seconds",
+    "retry_max_delay",
+    "reconcile_max_refs",
+    "working_branch_grace",
+    "max_body_bytes",
+    "marquez_source",
+    "fault_point",
+    "testing",
+    "queue_poll_interval",
+    "worker_memory_limit_mb",
+    "job_time_limit_seconds",
+    "gate_timeout_seconds",
+    "worker_restart_max_seconds",
+}
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import logging
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,9 @@ class BranchService:
     # signs and verifies what lakehook writes; None: from settings (key in the state dir)
     provenance: Provenance = field(default=None, repr=False)  # type: ignore[assignment]
     trino_engine: TrinoEngine | None = None  # built on first use when a dataset needs it
+    # called before each dataset is processed with (raw path, head, source commit): the worker
+    # process records it (a worker that dies names the file) and refuses a quarantined head
+    before_dataset: Callable[[str, str, str], None] | None = None
     _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -142,6 +145,7 @@ class BranchService:
                 self.settings.trino_engine_threshold,
                 self._trino,
                 self.settings.max_columns,
+                before=lambda task: self._before(plan, task),
             )
             result = write_back(self.lakefs, plan, runs, scratch, self.provenance, guard)
             baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
@@ -422,6 +426,12 @@ class BranchService:
         )
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _before(self, plan: BranchPlan, task: TableTask) -> None:
+        """Right before a dataset is processed here: tell the worker, then a test's fault point."""
+        if self.before_dataset is not None:
+            self.before_dataset(task.raw_path, plan.head_commit, plan.source_commit)
+        faults.reached("before-dataset", task.dataset)
+
     def _complete_resumed(
         self,
         plan: BranchPlan,
@@ -588,8 +598,13 @@ def _finished(previous: RefStatus | None, source_commit: str) -> bool:
     )
 
 
-def build_processor(settings: Settings, status_store: StatusStore) -> BranchService:
-    """The composition root of processing: real adapters from ``settings``."""
+def build_processor(
+    settings: Settings, status_store: StatusStore, *, lineage: bool = True
+) -> BranchService:
+    """The composition root of processing: real adapters from ``settings``.
+
+    ``lineage=False`` for the intake process, which only reads (the gate, reconcile requests).
+    """
     from pipeline.adapters.hive_metastore import HiveMetastore
     from pipeline.adapters.lakefs import LakeFSClient
     from pipeline.adapters.trino_metastore import TrinoMetastore
@@ -598,7 +613,7 @@ def build_processor(settings: Settings, status_store: StatusStore) -> BranchServ
     try:
         from pipeline.lineage import build_recorder
 
-        recorder = build_recorder(settings)
+        recorder = build_recorder(settings) if lineage else None
     except ImportError:  # pragma: no cover - lineage package not installed yet
         log.warning("lineage recorder unavailable; lineage is not recorded")
     return BranchService(

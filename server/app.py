@@ -1,12 +1,17 @@
-"""The CherryPy application (contract §2, §8, §9).
+"""The CherryPy application (contract §2, §8, §9): the intake process of ``lakehook serve``.
 
 ``POST /webhooks/lakefs`` checks the token in constant time (401), the content type (415), the
-size (413) and the payload (400, with the reason); a post-event becomes a durable job and is answered ``202`` with
-its id; ``pre-merge`` is answered at once by the gate from recorded state (200 or 412 with the
-reason). Status, reconcile, job, health, readiness and metrics endpoints complete the API;
-every ``/api/v1`` route needs the token too (``server.auth``), health, readiness and metrics
-stay open.
-Handlers never let an exception escape as a crash: input problems are 4xx, outages 503.
+size (413) and the payload (400, with the reason); a post-event becomes a durable job and is
+answered ``202`` with its id; ``pre-merge`` is answered by the gate from recorded state and
+manifests (200 or 412 with the reason) within ``gate_timeout_seconds``, or refused at once with
+503 "cannot decide now, retry the merge". Status, reconcile, job, health, readiness and metrics
+endpoints complete the API; every ``/api/v1`` route needs the token too (``server.auth``),
+health, readiness and metrics stay open. Handlers never let an exception escape as a crash:
+input problems are 4xx, outages 503.
+
+``serve`` runs this intake in its own process and the jobs in worker processes it supervises
+(``server.supervisor``); ``mount(with_workers=True)`` runs them on threads of this process
+instead, for tests on fakes.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import cherrypy
 
@@ -34,6 +42,8 @@ from server.worker import Reconciler, ReconcilerPlugin, WorkerPool, mark
 
 log = logging.getLogger("lakehook.server")
 TOKEN_HEADER = auth.TOKEN_HEADER
+GATE_CONCURRENCY = 4  # gate decisions under way at once; more are refused with 503 at once
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +59,31 @@ class Context:
     reconciler: Reconciler
     wake: Callable[[], None] = lambda: None
     provenance: Provenance | None = None  # None: from settings (key in the state dir)
+    workers: Callable[[], list[dict[str, Any]]] = list  # the worker processes, for /healthz
+    # gate decisions under way: a stuck lakeFS read holds one of these, never a request thread
+    gate_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(GATE_CONCURRENCY)
+    )
+
+
+def within(budget: float, slots: threading.BoundedSemaphore, call: Callable[[], T]) -> T:
+    """``call()`` on a daemon thread, or ``FutureTimeout`` once ``budget`` seconds have passed
+    (at once when every slot is taken by calls still under way). The call's own exception is
+    raised here; a call past the budget finishes in the background and is forgotten."""
+    if not slots.acquire(blocking=False):
+        raise FutureTimeout
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as err:  # handed to the waiting request thread
+            future.set_exception(err)
+        finally:
+            slots.release()
+
+    threading.Thread(target=run, name="lakehook-gate", daemon=True).start()
+    return future.result(timeout=budget)
 
 
 def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -116,9 +151,27 @@ class Webhooks:
 
     def _gate(self, event: ev.Event, extra: dict[str, Any]) -> dict[str, Any]:
         source = event.merge_source or event.source_ref
+        budget = self.ctx.settings.gate_timeout_seconds
         try:
-            decision = self.ctx.processor.gate(
-                event.repository, source, event.branch, event.source_ref or None
+            decision = within(
+                budget,
+                self.ctx.gate_slots,
+                lambda: self.ctx.processor.gate(
+                    event.repository, source, event.branch, event.source_ref or None
+                ),
+            )
+        except FutureTimeout:
+            self.ctx.metrics.gate.labels("timeout").inc()
+            log.warning("gate could not decide within %.1f s", budget, extra=extra)
+            return _reply(
+                503,
+                {
+                    "allowed": False,
+                    "reasons": [
+                        f"lakehook cannot decide now (no answer within {budget:g} s); "
+                        "retry the merge"
+                    ],
+                },
             )
         except LakehookError as err:
             self.ctx.metrics.gate.labels("error").inc()
@@ -204,7 +257,11 @@ class Root:
     @cherrypy.expose
     @cherrypy.tools.json_out()
     def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "uptime_seconds": round(time.time() - self.started, 1)}
+        return {
+            "status": "ok",
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "workers": self.ctx.workers(),
+        }
 
     @cherrypy.expose
     @cherrypy.tools.json_out()
@@ -288,9 +345,17 @@ def subscribe_lineage(ctx: Context) -> None:
 
 
 def build_context(
-    settings: Settings, processor: Processor | None = None, lakefs: LakeFS | None = None
+    settings: Settings,
+    processor: Processor | None = None,
+    lakefs: LakeFS | None = None,
+    *,
+    intake_only: bool = False,
 ) -> Context:
-    """The composition root: database, queue, processor and adapters from ``settings``."""
+    """The composition root: database, queue, processor and adapters from ``settings``.
+
+    ``intake_only``: the processor only reads (gate, reconcile requests), without lineage; the
+    jobs run in the worker processes, which build their own.
+    """
     from lakehook import faults
     from server.store import Database, SqliteStatusStore
 
@@ -301,7 +366,7 @@ def build_context(
     if processor is None or lakefs is None:
         from pipeline.service import build_processor
 
-        service = build_processor(settings, store)
+        service = build_processor(settings, store, lineage=not intake_only)
         processor = processor or service
         lakefs = lakefs or service.lakefs
     metrics = Metrics()
@@ -318,11 +383,24 @@ def build_context(
     return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
 
 
-def serve(ctx: Context) -> None:
-    """Run until SIGTERM/SIGINT."""
-    mount(ctx)
+def serve(settings: Settings) -> None:
+    """Run the intake here and the workers in supervised processes, until SIGTERM/SIGINT."""
+    from server import metrics as metrics_module
+    from server.quarantine import Quarantine
+    from server.supervisor import Supervisor, SupervisorPlugin
+
+    metrics_module.use_directory(settings.state_dir / "metrics")
+    ctx = build_context(settings, intake_only=True)
+    supervisor = Supervisor(settings, ctx.queue, Quarantine(ctx.queue.db, settings), ctx.metrics)
+    ctx.workers = supervisor.workers
+    mount(ctx, with_workers=False)
+    SupervisorPlugin(cherrypy.engine, supervisor).subscribe()
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()
     cherrypy.engine.start()
-    log.info("lakehook serving on http://%s", ctx.settings.listen)
+    log.info(
+        "lakehook serving on http://%s with %d worker process(es)",
+        settings.listen,
+        settings.workers,
+    )
     cherrypy.engine.block()

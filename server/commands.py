@@ -47,16 +47,25 @@ def _call(settings: Settings, path: str, method: str = "GET") -> Any:
 
 
 @click.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: LAKEHOOK_WORKERS, else one per core).",
+)
 @pass_settings
 @fails_cleanly
-def serve(settings: Settings) -> None:
-    """Run the webhook server in the foreground."""
-    from server.app import build_context
+def serve(settings: Settings, workers: int | None) -> None:
+    """Run the webhook server in the foreground: the intake here, jobs in worker processes."""
+    from dataclasses import replace
+
     from server.app import serve as run
     from server.logs import configure
 
+    if workers is not None:
+        settings = replace(settings, workers=workers)
     configure(settings.log_level, settings.log_dir)
-    run(build_context(settings))
+    run(settings)
 
 
 @click.command("install-actions")

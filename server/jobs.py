@@ -14,6 +14,7 @@
   still hold it" is decided by the generation, never by comparing clocks.
 * ``complete``/``fail``/``retry_later``/``release`` end a claim only for the generation that
   holds it, so each job is finished exactly once, by its current holder.
+* ``has_due`` is the cheap read a worker process polls before it tries to ``claim`` (a write).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from lakehook.errors import LeaseLost
 from server.store import Database
 
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
-STATES = (PENDING, RUNNING, DONE, FAILED, SUPERSEDED)
+QUARANTINED = "quarantined"  # killed or exhausted two workers: never claimed again (quarantine)
+STATES = (PENDING, RUNNING, DONE, FAILED, SUPERSEDED, QUARANTINED)
 # which kind wins when two pending jobs for one ref meet
 _PRECEDENCE = {
     "sync_branch": 1,
@@ -57,6 +59,7 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    worker: str = ""  # "<pid>:<thread>" of the holder while running
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "worker": self.worker,
         }
 
 
@@ -109,6 +113,7 @@ def _job(row: Any) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        worker=row["worker"],
     )
 
 
@@ -184,6 +189,25 @@ class JobQueue:
             claimed = db.execute("SELECT * FROM job WHERE id=?", (row["id"],)).fetchone()
             return _job(claimed)
 
+    def has_due(self) -> bool:
+        """Is there anything to claim? A read (no write lock), cheap enough to poll often."""
+        now = time.time()
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT 1 FROM job WHERE (state=? AND not_before <= ?) "
+                "OR (state=? AND lease_until < ?) LIMIT 1",
+                (PENDING, now, RUNNING, now),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def running(self) -> list[Job]:
+        """Jobs being worked on now (``Job.worker`` says by whom: ``<pid>:<thread>``)."""
+        rows = self.db.connection().execute("SELECT * FROM job WHERE state=?", (RUNNING,))
+        return [_job(r) for r in rows]
+
     @staticmethod
     def _holder(worker: str, generation: int | None) -> tuple[str, tuple[Any, ...]]:
         """The WHERE clause that matches only the current holder of a running job."""
@@ -228,6 +252,12 @@ class JobQueue:
 
     def fail(self, job_id: int, worker: str, error: str, generation: int | None = None) -> bool:
         return self._finish(job_id, worker, FAILED, error, generation)
+
+    def end_quarantined(
+        self, job_id: int, worker: str, error: str, generation: int | None = None
+    ) -> bool:
+        """End a job whose head is quarantined (``server.quarantine``) without running it."""
+        return self._finish(job_id, worker, QUARANTINED, error, generation)
 
     def retry_later(
         self,

@@ -1,12 +1,37 @@
-"""Prometheus metrics of the server, in their own registry (``GET /metrics``)."""
+"""Prometheus metrics of the server, in their own registry (``GET /metrics``).
+
+``lakehook serve`` runs the intake and the workers in separate processes
+(``server.supervisor``): ``use_directory`` switches this process and every process it starts to
+prometheus_client's multiprocess mode, where each process writes its counters and histograms to
+files in one directory under the state dir and the intake's ``GET /metrics`` adds them up. The
+in-process server of the unit tests keeps plain in-memory metrics.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_directory(path: Path) -> None:
+    """Make this process, and the processes it starts, keep their metrics in ``path``.
+
+    Called by the intake before it starts its workers; the directory is emptied (metrics of a
+    previous run are not this run's).
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path)  # inherited by the worker processes
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class _JobStates(Collector):
@@ -23,6 +48,7 @@ class _JobStates(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._views: list[Collector] = []  # collectors computed at scrape time (job states)
         self.events = Counter(
             "lakehook_events",
             "Webhook events received",
@@ -81,9 +107,31 @@ class Metrics:
         self.gate = Counter(
             "lakehook_gate_decisions", "Merge gate decisions", ["allowed"], registry=self.registry
         )
+        self.worker_restarts = Counter(
+            "lakehook_worker_restarts",
+            "Worker processes replaced after they ended, by role and why",
+            ["role", "reason"],
+            registry=self.registry,
+        )
+        self.quarantined = Counter(
+            "lakehook_quarantined_jobs",
+            "Jobs quarantined after killing or exhausting two workers, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
 
     def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_JobStates(counts))
+        view = _JobStates(counts)
+        self._views.append(view)
+        self.registry.register(view)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text: this process's metrics, or every process's in multiprocess mode."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        for view in self._views:
+            registry.register(view)
+        return generate_latest(registry)

@@ -1,8 +1,13 @@
 """Durable state in SQLite (WAL): statuses, schema names and the job queue.
 
-One file under the state directory. Every write is a short transaction, so a ``kill -9`` at
-any moment leaves a consistent database; WAL lets the request threads read while a worker
-writes. ``SqliteStatusStore`` is the ``StatusStore`` port; ``JobQueue`` is in ``server.jobs``.
+One file under the state directory, shared by the intake process and every worker process
+(``server.supervisor``). Every write is a short ``BEGIN IMMEDIATE`` transaction, so a ``kill -9``
+at any moment leaves a consistent database, and writers in different processes take turns
+through SQLite's own file lock (the busy timeout makes one wait for the other instead of
+failing); WAL lets readers in any process read while one writes. The ``threading.RLock`` only
+orders the threads of one process. ``SqliteStatusStore`` is the ``StatusStore`` port;
+``JobQueue`` is in ``server.jobs``; ``job_fault``/``quarantine`` are kept by
+``server.quarantine``.
 """
 
 from __future__ import annotations
@@ -44,14 +49,27 @@ CREATE TABLE IF NOT EXISTS merge_record (
     PRIMARY KEY (repo, destination, source_commit));
 CREATE INDEX IF NOT EXISTS job_state ON job (state, not_before);
 CREATE INDEX IF NOT EXISTS job_key ON job (repo, ref_type, ref, state);
+CREATE TABLE IF NOT EXISTS job_fault (  -- what a job's worker was doing, and how often it died
+    job_id INTEGER PRIMARY KEY,
+    head TEXT NOT NULL DEFAULT '', source_commit TEXT NOT NULL DEFAULT '',
+    dataset TEXT NOT NULL DEFAULT '',
+    deaths INTEGER NOT NULL DEFAULT 0, death_head TEXT NOT NULL DEFAULT '',
+    last_reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS quarantine (  -- heads whose jobs killed or exhausted two workers
+    repo TEXT NOT NULL, ref_type TEXT NOT NULL, ref TEXT NOT NULL, head TEXT NOT NULL,
+    job_id INTEGER NOT NULL, reason TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (repo, ref_type, ref, head));
 """
 
 # columns added since the first release: (table, column, definition), applied when missing
 MIGRATIONS = (("job", "generation", "INTEGER NOT NULL DEFAULT 0"),)
 
+BUSY_TIMEOUT_SECONDS = 30.0
+
 
 class Database:
-    """A SQLite file shared by threads: one connection per thread, WAL, busy timeout."""
+    """A SQLite file shared by threads and processes: one connection per thread, WAL, busy
+    timeout (a writer waits for another process's transaction instead of failing)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,8 +91,9 @@ class Database:
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn

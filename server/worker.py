@@ -54,6 +54,7 @@ from pipeline.provenance import WORKING_PREFIX, is_working_branch_name
 from server.actions import has_actions
 from server.jobs import Job, JobQueue, Lease
 from server.metrics import Metrics
+from server.quarantine import Quarantine, Quarantined
 
 log = logging.getLogger("lakehook.worker")
 
@@ -128,15 +129,21 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         settings: Settings,
         metrics: Metrics,
         lakefs: LakeFS | None = None,
+        *,
+        quarantine: Quarantine | None = None,
+        fatal: tuple[type[BaseException], ...] = (),
     ) -> None:
         super().__init__(bus)
         self.queue, self.processor, self.store = queue, processor, store
         self.settings, self.metrics = settings, metrics
         self.lakefs = lakefs  # to record the head an input failure happened at
+        self.quarantine = quarantine  # None: no progress recorded, no quarantine check
+        self.fatal = fatal  # exceptions that end the worker process instead of the job
         self.in_place_wait: Any = wait_exponential_jitter(initial=0.5, max=8)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._current = threading.local()
 
     def start(self) -> None:
         recovered = self.queue.recover()
@@ -160,24 +167,44 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
     def wake(self) -> None:
         self._wake.set()
 
+    def run_here(self, stop: threading.Event) -> None:
+        """Work in the calling thread until ``stop`` is set (a worker process's main loop)."""
+        self._stop = stop
+        self._loop()
+
+    def before_dataset(self, raw_path: str, head: str, source_commit: str) -> None:
+        """Called by the processor before each dataset: record it, refuse a quarantined head."""
+        job: Job | None = getattr(self._current, "job", None)
+        if job is None or self.quarantine is None:
+            return
+        self.quarantine.check(job.repo, job.ref_type, job.ref, head)
+        self.quarantine.record_progress(job.id, head, source_commit, raw_path)
+
     def _loop(self) -> None:
         worker = f"{os.getpid()}:{threading.current_thread().name}"
+        poll = self.settings.queue_poll_interval
         while not self._stop.is_set():
+            job = None
             try:
-                job = self.queue.claim(worker)
+                if self.queue.has_due():  # a read; claiming is a write, so only when worth it
+                    job = self.queue.claim(worker)
             except Exception:  # the database is busy or broken: say so, count it, go on
                 self.metrics.worker_errors.labels("claim").inc()
                 log.exception("claiming a job failed")
-                job = None
             if job is None:
-                self._wake.wait(1.0)
+                self._wake.wait(poll)
                 self._wake.clear()
                 continue
+            self._current.job = job
             try:
                 self._work(job, worker)
+            except self.fatal:  # e.g. MemoryError in a worker process: the process ends
+                raise
             except Exception:  # never lose the worker thread; the lease expiry re-queues the job
                 self.metrics.worker_errors.labels("job").inc()
                 log.exception("ending job %d failed", job.id)
+            finally:
+                self._current.job = None
 
     def _work(self, job: Job, worker: str) -> None:
         extra = {"repository": job.repo, "ref": job.ref, "job_id": job.id, "kind": job.kind}
@@ -211,6 +238,12 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
                 outcome = "done"
             else:
                 outcome = self._failed(job, worker, lease, err, extra)
+        except Quarantined as err:  # the status already says why; the job just ends
+            log.warning("job refused: %s", err, extra=extra)
+            self.queue.end_quarantined(job.id, worker, str(err), lease.generation)
+            outcome = "quarantined"
+        except self.fatal:  # e.g. MemoryError in a worker process: the process ends
+            raise
         except Exception as err:
             outcome = self._failed(job, worker, lease, err, extra)
         else:
@@ -226,7 +259,11 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         self.metrics.job_duration.labels(job.kind, outcome).observe(time.monotonic() - started)
 
     def _renew(self, lease: Lease, done: threading.Event, extra: dict[str, Any]) -> None:
+        until = time.monotonic() + self.settings.job_time_limit_seconds
         while not done.wait(lease.renew_interval):
+            if time.monotonic() > until:  # past the job's time limit: let the lease run out
+                log.warning("job ran past its time limit; lease not renewed", extra=extra)
+                return
             try:
                 if not lease.renew():
                     self.metrics.lease_lost.labels("taken-over").inc()

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.model import TableRun
 from pipeline.ports import LakeFS
 from pipeline.processing.contents import MAX_COLUMNS
-from pipeline.processing.plan import BranchPlan
+from pipeline.processing.plan import BranchPlan, TableTask
 from pipeline.processing.table import process_table
 from pipeline.processing.trino_engine import PYARROW, TRINO, TrinoEngine
 
@@ -37,11 +37,22 @@ def process_tasks(
     threshold: int,
     trino: Callable[[], TrinoEngine],
     max_columns: int = MAX_COLUMNS,
+    before: Callable[[TableTask], None] | None = None,
 ) -> list[TableRun]:
-    """A ``TableRun`` per task of ``plan``, each made by its engine, in plan order."""
+    """A ``TableRun`` per task of ``plan``, each made by its engine, in plan order.
+
+    ``before(task)`` is called right before a task is processed in this process (the worker
+    records which file it works on: a worker that dies of it names it).
+    """
     engines = [engine_for(plan.config.engine, t.raw_size, threshold) for t in plan.tasks]
+
+    def local(task: TableTask) -> TableRun:
+        if before is not None:
+            before(task)
+        return process_table(lakefs, plan, task, scratch, max_columns)
+
     if TRINO not in engines:
-        return [process_table(lakefs, plan, task, scratch, max_columns) for task in plan.tasks]
+        return [local(task) for task in plan.tasks]
     engine = trino()
     engine.prepare(plan)
     with ThreadPoolExecutor(TRINO_CONCURRENCY, thread_name_prefix="trino-engine") as pool:
@@ -50,12 +61,12 @@ def process_tasks(
             for task, name in zip(plan.tasks, engines, strict=True)
             if name == TRINO
         }
-        local = {
-            task.table: process_table(lakefs, plan, task, scratch, max_columns)
+        here = {
+            task.table: local(task)
             for task, name in zip(plan.tasks, engines, strict=True)
             if name == PYARROW
         }
         return [
-            local[task.table] if task.table in local else pending[task.table].result()
+            here[task.table] if task.table in here else pending[task.table].result()
             for task in plan.tasks
         ]

@@ -15,6 +15,7 @@ class FakeProcessor:
         self.decision = GateDecision(True)
         self.fail_with: LakehookError | None = None  # raised by the next sync calls
         self.failures_left = 0
+        self.gate_delay = 0.0  # seconds the gate takes to decide (a slow lakeFS)
         self.metastore_differs: dict[tuple[str, str], list[str]] = {}  # (repo, ref) -> problems
         self._lock = threading.Lock()
 
@@ -52,6 +53,7 @@ class FakeProcessor:
         self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
     ) -> GateDecision:
         self._record("gate", repo, source_ref, destination_branch, source_commit or "")
+        time.sleep(self.gate_delay)
         return self.decision
 
     def metastore_problems(self, status: RefStatus) -> list[str]:

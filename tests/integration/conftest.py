@@ -137,6 +137,14 @@ def start_server(
                 f"log: {state_dir / 'serve.log'}"
             )
         time.sleep(0.1)
+    # the intake answers at once; wait until its worker processes take jobs too
+    while not all(w["ready"] for w in get_json(f"{url}/healthz")["workers"]):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(
+                f"lakehook's workers were not ready in time; log: {state_dir / 'serve.log'}"
+            )
+        time.sleep(0.1)
     return RunningServer(url, listen, state_dir, env, process)
 
 

@@ -461,6 +461,31 @@ def test_pre_merge_is_the_gate(app: App) -> None:
     assert app.post(pre_merge)[0] == 200
 
 
+def test_a_gate_that_cannot_decide_in_its_budget_refuses_at_once_with_503(app: App) -> None:
+    settings = app.ctx.settings
+    app.ctx.settings = replace(settings, gate_timeout_seconds=0.3)
+    app.processor.gate_delay = 3.0
+    try:
+        started = time.monotonic()
+        status, body = app.post(
+            {
+                "event_type": "pre-merge",
+                "repository_id": "s",
+                "branch_id": "main",
+                "source_ref": "v",
+            }
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        app.ctx.settings = settings
+        app.processor.gate_delay = 0.0
+    assert status == 503
+    assert body["allowed"] is False
+    assert "cannot decide now" in body["reasons"][0]
+    assert "retry the merge" in body["reasons"][0]
+    assert elapsed < 2.0  # answered when the budget ran out, not when the gate finished
+
+
 def test_transient_failures_are_retried_then_succeed(app: App) -> None:
     app.processor.fail_with = ServiceUnavailable("lakeFS is down")
     app.processor.failures_left = 2

@@ -1,0 +1,277 @@
+"""The intake stays fast while a worker processes a 1 GB CSV (issue 16), side by side in one run.
+
+Starts ``lakehook serve`` on the local stack (own port and state dir), then twice measures the
+webhook acknowledgement (signed ``post-delete-tag`` events, durably queued, at ``--rate`` per
+second from 4 keep-alive connections, as ``bench_webhook``) and the pre-merge gate's answer
+time (one request every 0.5 s):
+
+* **idle**: for ``--seconds`` with nothing being processed;
+* **under load**: while a worker process processes a ``--size-mb`` lab CSV committed to a study
+  repository (``pipeline.generator.write_lab_csv``); only the requests sent between the job's
+  start and end (from the job API) count.
+
+Goal: webhook p99 <= 20 ms under load. Needs the stack (``lakehook stack up``).
+
+Run: ``.venv/bin/python -m bench.bench_isolation [--size-mb 1024] [--rate 100] [--seconds 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.bench_webhook import _free_port
+from lakehook.settings import Settings
+from pipeline.generator import lab_contents, lab_rows_for_size, write_lab_csv
+
+TOKEN = "bench-token-" + "x" * 32  # noqa: S105 - a throwaway token for a local benchmark
+HEADERS = {"X-Lakehook-Token": TOKEN, "Content-Type": "application/json"}
+
+
+@dataclass
+class Samples:
+    """(sent at, seconds, ok) per request, by kind."""
+
+    webhook: list[tuple[float, float, bool]] = field(default_factory=list)
+    gate: list[tuple[float, float, bool]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, sent: float, seconds: float, ok: bool) -> None:
+        with self.lock:
+            getattr(self, kind).append((sent, seconds, ok))
+
+
+def _request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: Any = None
+) -> tuple[int, bytes]:
+    conn.request(method, path, json.dumps(body) if body is not None else None, HEADERS)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def _get(port: int, path: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        status, body = _request(conn, "GET", path)
+    finally:
+        conn.close()
+    if status != 200:
+        raise SystemExit(f"GET {path} answered {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def _senders(
+    port: int, rate: float, stop: threading.Event, samples: Samples, repo: str, connections: int = 4
+) -> list[threading.Thread]:
+    def webhooks(worker: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        start, i = time.perf_counter(), worker
+        while not stop.is_set():
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            event = {
+                "event_type": "post-delete-tag",
+                "repository_id": "bench-noise",
+                "tag_id": f"t{i % 50}",
+                "commit_id": "c",
+            }
+            sent, wall = time.perf_counter(), time.time()
+            try:
+                ok = _request(conn, "POST", "/webhooks/lakefs", event)[0] == 202
+            except OSError:
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            samples.add("webhook", wall, time.perf_counter() - sent, ok)
+            i += connections
+
+    def gate() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        event = {
+            "event_type": "pre-merge",
+            "repository_id": repo,
+            "branch_id": "main",
+            "source_ref": "feature",
+            "merge_source": "feature",
+        }
+        while not stop.wait(0.5):
+            sent, wall = time.perf_counter(), time.time()
+            try:
+                ok = _request(conn, "POST", "/webhooks/lakefs", event)[0] in (200, 412)
+            except OSError:
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            samples.add("gate", wall, time.perf_counter() - sent, ok)
+
+    threads = [threading.Thread(target=webhooks, args=(w,)) for w in range(connections)]
+    threads.append(threading.Thread(target=gate))
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _summary(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
+    ordered = sorted(seconds for _, seconds, _ in rows)
+    if not ordered:
+        return {"requests": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "failed": 0}
+    return {
+        "requests": len(ordered),
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
+        "max_ms": ordered[-1] * 1000,
+        "failed": sum(1 for *_, ok in rows if not ok),
+    }
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"lakehook serve exited with {proc.returncode}")
+        try:
+            workers = _get(port, "/healthz")["workers"]
+            if workers and all(w["ready"] for w in workers):
+                return
+        except (OSError, SystemExit):
+            pass
+        time.sleep(0.2)
+    raise SystemExit("lakehook serve's workers were not ready within 300 s")
+
+
+def _wait_job(port: int, repo: str, commit: str, timeout: float = 1800) -> dict[str, Any]:
+    """The sync job that processed ``commit`` (once its status names it), with its times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _get(port, f"/api/v1/repos/{repo}/branches/main/status")
+        if status.get("source_commit") == commit and status["state"] in ("synced", "failed"):
+            jobs = [
+                j
+                for j in _get(port, f"/api/v1/repos/{repo}/jobs")
+                if j["ref"] == "main" and j["state"] == "done" and j["started_at"]
+            ]
+            return {"status": status, "job": max(jobs, key=lambda j: j["finished_at"])}
+        time.sleep(0.5)
+    raise SystemExit(f"{repo}/main did not finish {commit} within {timeout:.0f} s")
+
+
+def run(size_mb: int, rate: float, seconds: float, work: Path) -> dict[str, Any]:
+    from pipeline.adapters.lakefs import LakeFSClient
+    from server.actions import install
+
+    settings = Settings.load()
+    lakefs = LakeFSClient.from_settings(settings)
+    port = _free_port()
+    state = work / "state"
+    env = dict(
+        os.environ,
+        LAKEHOOK_LISTEN=f"127.0.0.1:{port}",
+        LAKEHOOK_STATE_DIR=str(state),
+        LAKEHOOK_WEBHOOK_TOKEN=TOKEN,
+        LAKEHOOK_RECONCILE_INTERVAL="3600",
+        LAKEHOOK_LOG_LEVEL="WARNING",
+    )
+    state.mkdir(parents=True)
+    log = (state / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lakehook.cli import main; main()", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(port, proc)
+        repo = f"bench-iso-{uuid.uuid4().hex[:8]}"
+        lakefs.create_repository(repo, f"local://{repo}")
+        install(lakefs, repo, "main", f"http://127.0.0.1:{port}")
+        lakefs.upload_object(repo, "main", "raw/contents.csv", lab_contents("labs"))
+        small = work / "small.csv"
+        write_lab_csv(small, 1000)
+        with small.open("rb") as handle:
+            lakefs.upload_object(repo, "main", "raw/labs.csv", handle)
+        first = lakefs.commit(repo, "main", "small delivery", {}).id
+        _wait_job(port, repo, first)
+        lakefs.create_branch(repo, "feature", "main")
+
+        # idle: nothing processed
+        samples = Samples()
+        stop = threading.Event()
+        threads = _senders(port, rate, stop, samples, repo)
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        idle = {"webhook": _summary(samples.webhook), "gate": _summary(samples.gate)}
+
+        # under load: a worker processes the big CSV
+        big = work / "big.csv"
+        size = write_lab_csv(big, lab_rows_for_size(size_mb * 1024 * 1024))
+        with big.open("rb") as handle:
+            lakefs.upload_object(repo, "main", "raw/labs.csv", handle)
+        samples = Samples()
+        stop = threading.Event()
+        threads = _senders(port, rate, stop, samples, repo)
+        commit = lakefs.commit(repo, "main", "big delivery", {}).id
+        done = _wait_job(port, repo, commit)
+        stop.set()
+        for t in threads:
+            t.join()
+        job = done["job"]
+        window = (job["started_at"], job["finished_at"])
+        inside = Samples()
+        inside.webhook = [s for s in samples.webhook if window[0] <= s[0] <= window[1]]
+        inside.gate = [s for s in samples.gate if window[0] <= s[0] <= window[1]]
+        return {
+            "size_mb": size / 1024 / 1024,
+            "processing_s": window[1] - window[0],
+            "state": done["status"]["state"],
+            "workers": len(_get(port, "/healthz")["workers"]) - 1,
+            "idle": idle,
+            "load": {"webhook": _summary(inside.webhook), "gate": _summary(inside.gate)},
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
+        r = run(args.size_mb, args.rate, args.seconds, Path(work))
+    print(
+        f"Intake while a worker processes a {r['size_mb']:.0f} MB CSV "
+        f"({r['processing_s']:.1f} s, {r['state']}, {r['workers']} worker processes), "
+        f"webhooks at {args.rate:.0f}/s, a pre-merge every 0.5 s:"
+    )
+    print("\n| phase | request | requests | p50 ms | p99 ms | max ms | failed |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for phase in ("idle", "load"):
+        for kind in ("webhook", "gate"):
+            s = r[phase][kind]
+            print(
+                f"| {phase} | {'webhook ack' if kind == 'webhook' else 'pre-merge'} | "
+                f"{s['requests']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
+                f"{s['max_ms']:.1f} | {s['failed']:.0f} |"
+            )
+    goal = r["load"]["webhook"]["p99_ms"] <= 20
+    print(f"\nwebhook p99 under load {'meets' if goal else 'misses'} the goal (<= 20 ms)")
+
+
+if __name__ == "__main__":
+    main()

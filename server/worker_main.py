@@ -1,0 +1,171 @@
+"""A worker process of ``lakehook serve``: started and replaced by ``server.supervisor``.
+
+Two roles. A **worker** claims one job at a time from the shared SQLite queue and runs it
+(``server.worker.WorkerPool`` in this process's main thread), inside an address-space ceiling
+(``RLIMIT_AS`` = ``worker_memory_limit_mb``): a job that exceeds it gets ``MemoryError`` and the
+process ends with ``EXIT_MEMORY``, so the supervisor knows which limit was hit. The
+**reconciler** sweeps every repository on its timer and enqueues what differs.
+
+Either dies with the intake (a pidfd watch) and ignores Ctrl-C (the intake stops it); on
+SIGTERM a worker stops after its current job, the reconciler at once. Nothing is shared with
+the intake but the database file and the metrics directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import select
+import signal
+import threading
+import time
+from typing import Protocol
+
+from lakehook.settings import Settings
+
+log = logging.getLogger("lakehook.worker")
+
+WORKER, RECONCILER = "worker", "reconciler"
+
+
+class Ready(Protocol):
+    def set(self) -> None: ...
+
+
+EXIT_MEMORY = 3  # the job exceeded the worker's memory ceiling
+EXIT_ORPHANED = 4  # the intake process is gone
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space: allocations past it raise ``MemoryError``."""
+    ceiling = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+
+
+def _die_with(intake: int) -> None:
+    """End this process as soon as the intake process ends, even by SIGKILL.
+
+    A thread waits on a pidfd of the intake (Linux), else polls it every second. (The fork
+    server that started this process cannot do it: it lives as long as its children do.)
+    """
+    try:
+        pidfd: int | None = os.pidfd_open(intake)
+    except ProcessLookupError:
+        os._exit(EXIT_ORPHANED)
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd: poll instead
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:  # pragma: no cover
+            while True:
+                time.sleep(1)
+                try:
+                    os.kill(intake, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="lakehook-intake-watch", daemon=True).start()
+
+
+def main(
+    settings: Settings, role: str, index: int, intake: int, ready: Ready | None = None
+) -> None:
+    """Entry point of the process (a ``multiprocessing`` target); ``intake``: its pid;
+    ``ready`` is set once the process takes jobs (``/healthz`` shows it)."""
+    _die_with(intake)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    if role == WORKER:  # finish the job at hand; the reconciler just ends (it only enqueues)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    from lakehook import faults
+    from server.logs import configure
+
+    configure(settings.log_level, settings.log_dir)
+    faults.arm(settings.fault_point, settings.testing)  # tests only; refused otherwise
+    faults.kill_together_with(intake)  # a kill point kills the whole server, as it means
+    if role == WORKER:
+        limit_memory(settings.worker_memory_limit_mb)
+    try:
+        if role == WORKER:
+            _work(settings, stop, ready)
+        else:
+            _reconcile(settings, stop, ready)
+    except MemoryError:
+        # the frames holding the memory are gone with the exception: say so, then end
+        log.error(
+            "worker %d exceeded its memory ceiling (%d MB); ending it",
+            index,
+            settings.worker_memory_limit_mb,
+        )
+        os._exit(EXIT_MEMORY)
+
+
+def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> None:
+    from server.jobs import JobQueue
+    from server.metrics import Metrics
+    from server.quarantine import Quarantine
+    from server.store import Database, SqliteStatusStore
+    from server.worker import WorkerPool
+
+    db = Database(settings.jobs_db)
+    store = SqliteStatusStore(db)
+    queue = JobQueue(db, settings.job_lease_seconds)
+    from pipeline.service import build_processor
+
+    processor = build_processor(settings, store)
+    pool = WorkerPool(
+        None,
+        queue,
+        processor,
+        store,
+        settings,
+        Metrics(),
+        processor.lakefs,
+        quarantine=Quarantine(db, settings),
+        fatal=(MemoryError,),
+    )
+    processor.before_dataset = pool.before_dataset
+    log.info("worker process %d ready", os.getpid())
+    if ready is not None:
+        ready.set()
+    pool.run_here(stop)
+
+
+def _reconcile(settings: Settings, stop: threading.Event, ready: Ready | None) -> None:
+    from pipeline.service import build_processor
+    from server.jobs import JobQueue
+    from server.metrics import Metrics
+    from server.store import Database, SqliteStatusStore
+    from server.worker import Reconciler
+
+    db = Database(settings.jobs_db)
+    store = SqliteStatusStore(db)
+    processor = build_processor(settings, store)
+    reconciler = Reconciler(
+        processor.lakefs,
+        JobQueue(db, settings.job_lease_seconds),
+        store,
+        Metrics(),
+        processor=processor,
+        max_refs=settings.reconcile_max_refs,
+        working_branch_grace=settings.working_branch_grace,
+        server_url=settings.server_url,
+    )
+    log.info("reconciler process %d ready", os.getpid())
+    if ready is not None:
+        ready.set()
+    while not stop.wait(settings.reconcile_interval):
+        try:
+            reconciler.sweep()
+        except Exception:  # never let the timer die
+            log.exception("reconcile sweep crashed")

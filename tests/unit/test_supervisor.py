@@ -1,0 +1,277 @@
+"""The supervisor's restart/backoff and time-limit rules and the quarantine rule, on fakes.
+
+Processes are fakes (``FakeProcess``), the clocks are plain numbers, the database is a real
+SQLite file (it is what the processes share).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lakehook.settings import Settings
+from pipeline.model import RefStatus
+from server.jobs import PENDING, QUARANTINED, JobQueue
+from server.metrics import Metrics
+from server.quarantine import (
+    CRASHED,
+    KILLED,
+    MEMORY,
+    TIME,
+    Death,
+    Progress,
+    Quarantine,
+    Quarantined,
+    decide,
+)
+from server.store import Database, SqliteStatusStore
+from server.supervisor import STABLE_SECONDS, Supervisor, backoff, death_of
+from server.worker_main import EXIT_MEMORY, RECONCILER, WORKER
+
+
+class FakeProcess:
+    pids = iter(range(1000, 100000))
+
+    def __init__(self, role: str, index: int) -> None:
+        self.role, self.index = role, index
+        self.pid: int | None = next(self.pids)
+        self.exitcode: int | None = None
+        self.signals: list[str] = []
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        self.signals.append("TERM")
+        self.exitcode = -signal.SIGTERM
+
+    def kill(self) -> None:
+        self.signals.append("KILL")
+        self.exitcode = -signal.SIGKILL
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, **overrides: Any) -> None:
+        self.settings = replace(Settings.load({}), state_dir=tmp_path, workers=2, **overrides)
+        self.db = Database(tmp_path / "jobs.sqlite")
+        self.queue = JobQueue(self.db, lease_seconds=3600)
+        self.store = SqliteStatusStore(self.db)
+        self.quarantine = Quarantine(self.db, self.settings)
+        self.metrics = Metrics()
+        self.now = 100.0
+        self.wall = 1_000_000.0
+        self.started: list[FakeProcess] = []
+        self.supervisor = Supervisor(
+            self.settings,
+            self.queue,
+            self.quarantine,
+            self.metrics,
+            spawn=self.spawn,
+            clock=lambda: self.now,
+            wall=lambda: self.wall,
+        )
+
+    def spawn(self, role: str, index: int) -> FakeProcess:
+        process = FakeProcess(role, index)
+        self.started.append(process)
+        return process
+
+    def process(self, role: str = WORKER, index: int = 0) -> FakeProcess:
+        slot = next(s for s in self.supervisor.slots if (s.role, s.index) == (role, index))
+        assert isinstance(slot.process, FakeProcess)
+        return slot.process
+
+    def process_slot_empty(self, role: str = WORKER, index: int = 0) -> bool:
+        slot = next(s for s in self.supervisor.slots if (s.role, s.index) == (role, index))
+        return slot.process is None
+
+    def claim_as(self, process: FakeProcess, ref: str = "main") -> int:
+        self.queue.enqueue("s", "branch", ref, "sync_branch")
+        job = self.queue.claim(f"{process.pid}:MainThread")
+        assert job is not None
+        return job.id
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return float(value or 0.0)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_starts_one_process_per_worker_and_a_reconciler(h: Harness) -> None:
+    h.supervisor.tick()
+    assert sorted((p.role, p.index) for p in h.started) == [
+        (RECONCILER, 0),
+        (WORKER, 0),
+        (WORKER, 1),
+    ]
+    h.supervisor.tick()
+    assert len(h.started) == 3  # nothing ended, nothing restarted
+    assert [w["pid"] for w in h.supervisor.workers()] == [p.pid for p in h.started]
+
+
+def test_a_process_that_ends_is_replaced_after_an_exponential_backoff(h: Harness) -> None:
+    h.supervisor.tick()
+    delays = []
+    for _ in range(5):
+        first = h.process()
+        first.exitcode = 1
+        h.supervisor.tick()  # noticed; the replacement waits for its backoff
+        ended_at = h.now
+        assert h.process_slot_empty()
+        while h.process_slot_empty():
+            h.now += 0.25
+            h.supervisor.tick()
+        delays.append(h.now - ended_at)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert h.metric("lakehook_worker_restarts_total", role=WORKER, reason=CRASHED) == 5
+    assert h.supervisor.workers()[0]["restarts"] == 5
+
+
+def test_backoff_is_capped_and_starts_over_after_a_stable_run(h: Harness) -> None:
+    assert [backoff(n, 30.0) for n in (1, 2, 3, 6, 7, 20)] == [0.5, 1.0, 2.0, 16.0, 30.0, 30.0]
+    h.supervisor.tick()
+    for _ in range(3):  # three quick exits
+        h.process().exitcode = 1
+        h.supervisor.tick()
+        h.now += 10
+        h.supervisor.tick()
+    h.now += STABLE_SECONDS  # then it ran long enough
+    h.process().exitcode = 1
+    h.supervisor.tick()
+    h.now += 0.5
+    h.supervisor.tick()
+    assert not h.process_slot_empty()
+
+
+def test_exit_codes_say_which_limit(h: Harness) -> None:
+    assert death_of(EXIT_MEMORY) == Death(MEMORY, "MemoryError")
+    assert death_of(-signal.SIGKILL) == Death(KILLED, "SIGKILL")
+    assert death_of(1) == Death(CRASHED, "exit code 1")
+    assert death_of(-signal.SIGKILL, killed_for=TIME).reason == TIME
+
+
+def test_a_job_whose_worker_dies_is_due_again_at_once(h: Harness) -> None:
+    h.supervisor.tick()
+    worker = h.process()
+    job_id = h.claim_as(worker)
+    h.quarantine.record_progress(job_id, "h1", "h1", "raw/big.csv")
+    worker.exitcode = -signal.SIGKILL
+    h.supervisor.tick()
+    job = h.queue.get(job_id)
+    assert job is not None
+    assert (job.state, job.worker) == (PENDING, "")
+    assert "SIGKILL" in job.error
+    status = h.store.get_status("s", "main")
+    assert status is not None
+    assert status.state == "pending"
+    assert "retried on another worker" in status.reason
+    assert h.queue.claim("other:MainThread") is not None  # claimable at once
+
+
+def test_second_death_on_one_head_quarantines_with_limit_file_and_hint(h: Harness) -> None:
+    h.supervisor.tick()
+    job_id = h.claim_as(h.process(WORKER, 0))
+    h.quarantine.record_progress(job_id, "h1", "h1", "raw/LB_BIG.csv")
+    h.process(WORKER, 0).exitcode = EXIT_MEMORY
+    h.supervisor.tick()
+    again = h.queue.claim(f"{h.process(WORKER, 1).pid}:MainThread")
+    assert again is not None
+    assert again.id == job_id
+    h.quarantine.record_progress(job_id, "h1", "h1", "raw/LB_BIG.csv")
+    h.process(WORKER, 1).exitcode = EXIT_MEMORY
+    h.supervisor.tick()
+
+    job = h.queue.get(job_id)
+    assert job is not None
+    assert job.state == QUARANTINED
+    status = h.store.get_status("s", "main")
+    assert status is not None
+    assert (status.state, status.head_commit, status.source_commit) == ("failed", "h1", "h1")
+    (error,) = status.errors
+    assert error["stage"] == "quarantine"
+    assert error["limit"] == MEMORY
+    assert error["file"] == "raw/LB_BIG.csv"
+    assert "memory ceiling" in error["message"]
+    assert "LAKEHOOK_WORKER_MEMORY_LIMIT_MB" in error["hint"]
+    assert h.metric("lakehook_quarantined_jobs_total", limit=MEMORY) == 1
+    # never claimed again for that head: a new job for it is refused before any dataset
+    with pytest.raises(Quarantined, match="quarantined"):
+        h.quarantine.check("s", "branch", "main", "h1")
+    h.quarantine.check("s", "branch", "main", "h2")  # a new head is processed again
+    assert h.queue.claim("w") is None
+
+
+def test_deaths_on_an_older_head_do_not_count() -> None:
+    assert decide(Progress(head="h1", deaths=0)) == (1, False)
+    assert decide(Progress(head="h1", deaths=1, death_head="h1")) == (2, True)
+    assert decide(Progress(head="h2", deaths=1, death_head="h1")) == (1, False)
+
+
+def test_a_job_past_its_time_limit_gets_its_worker_killed_then_quarantined(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, job_time_limit_seconds=60.0)
+    h.supervisor.tick()
+    worker = h.process()
+    job_id = h.claim_as(worker)
+    h.quarantine.record_progress(job_id, "h1", "h1", "raw/slow.csv")
+    job = h.queue.get(job_id)
+    assert job is not None
+    assert job.started_at is not None
+    h.wall = job.started_at + 59
+    h.supervisor.tick()
+    assert worker.signals == []
+    h.wall = job.started_at + 61
+    h.supervisor.tick()
+    assert worker.signals == ["KILL"]
+    h.supervisor.tick()  # noticed: first death, retried
+    assert h.metric("lakehook_worker_restarts_total", role=WORKER, reason=TIME) == 1
+    job = h.queue.get(job_id)
+    assert job is not None
+    assert job.state == PENDING
+    h.now += 1
+    h.supervisor.tick()
+    second = h.queue.claim(f"{h.process(WORKER, 1).pid}:MainThread")
+    assert second is not None
+    h.wall = (second.started_at or 0) + 61
+    h.supervisor.tick()
+    h.supervisor.tick()
+    status = h.store.get_status("s", "main")
+    assert status is not None
+    assert status.errors[0]["limit"] == TIME
+    assert "wall-clock limit (60 s" in status.errors[0]["message"]
+    assert "raw/slow.csv" in status.errors[0]["message"]
+
+
+def test_stop_terminates_every_process(h: Harness) -> None:
+    h.supervisor.tick()
+    h.supervisor.stop_all()
+    assert all(p.signals == ["TERM"] for p in h.started)
+    assert all(w["pid"] is None for w in h.supervisor.workers())
+
+
+def test_a_status_is_kept_when_quarantining(h: Harness) -> None:
+    h.store.put_status(RefStatus("s", "main", "branch", "s_main", "h0", "h0", "synced"))
+    h.supervisor.tick()
+    job_id = h.claim_as(h.process())
+    h.quarantine.record_progress(job_id, "h1", "h1", "raw/x.csv")
+    for index in (0, 1):
+        if index:
+            assert h.queue.claim(f"{h.process(WORKER, 1).pid}:MainThread") is not None
+        h.process(WORKER, index).exitcode = -signal.SIGKILL
+        h.supervisor.tick()
+    status = h.store.get_status("s", "main")
+    assert status is not None
+    assert status.schema == "s_main"  # the previous verified state stays visible
+    assert status.errors[0]["limit"] == KILLED
