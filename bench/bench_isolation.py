@@ -166,7 +166,9 @@ def _wait_job(port: int, repo: str, commit: str, timeout: float = 1800) -> dict[
     raise SystemExit(f"{repo}/main did not finish {commit} within {timeout:.0f} s")
 
 
-def run(size_mb: int, rate: float, seconds: float, work: Path) -> dict[str, Any]:
+def run(
+    size_mb: int, rate: float, seconds: float, work: Path, csv: Path | None = None
+) -> dict[str, Any]:
     from pipeline.adapters.lakefs import LakeFSClient
     from server.actions import install
 
@@ -215,8 +217,10 @@ def run(size_mb: int, rate: float, seconds: float, work: Path) -> dict[str, Any]
         idle = {"webhook": _summary(samples.webhook), "gate": _summary(samples.gate)}
 
         # under load: a worker processes the big CSV
-        big = work / "big.csv"
-        size = write_lab_csv(big, lab_rows_for_size(size_mb * 1024 * 1024))
+        big = csv or work / "big.csv"
+        if csv is None:
+            write_lab_csv(big, lab_rows_for_size(size_mb * 1024 * 1024))
+        size = big.stat().st_size
         with big.open("rb") as handle:
             lakefs.upload_object(repo, "main", "raw/labs.csv", handle)
         samples = Samples()
@@ -251,9 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--csv", type=Path, default=None, help="a lab CSV made before (reused)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
-        r = run(args.size_mb, args.rate, args.seconds, Path(work))
+        r = run(args.size_mb, args.rate, args.seconds, Path(work), args.csv)
     print(
         f"Intake while a worker processes a {r['size_mb']:.0f} MB CSV "
         f"({r['processing_s']:.1f} s, {r['state']}, {r['workers']} worker processes), "

@@ -1,8 +1,9 @@
 """Fault points for tests: make this process fail at a named step, on purpose.
 
-``LAKEHOOK_FAULT_POINT=<point>`` (or ``<point>=<action>``) arms one point; code that reaches it
-calls ``reached("<point>")``, which runs the action there: by default ``kill``, a SIGKILL of the
-own process (no cleanup, no flush: the harshest crash there is). It is off by default and
+``LAKEHOOK_FAULT_POINT=<point>`` (or ``<point>=<action>``, several separated by commas) arms a
+point; code that reaches it calls ``reached("<point>")``, which runs the action there: by
+default ``kill``, a SIGKILL of the own process (no cleanup, no flush: the harshest crash there
+is). It is off by default and
 refused unless ``LAKEHOOK_TESTING=1`` (``validate``), so a production server never carries it.
 
 Points are declared in ``POINTS`` and actions in ``ACTIONS``; another test hook is one more
@@ -70,8 +71,8 @@ def _allocate(point: str) -> None:
         raise MemoryError(f"fault point {point}: no memory ceiling here, not allocating")
     log.warning("fault point %s reached: allocating until the memory ceiling", point)
     pieces = []
-    while True:  # ends with MemoryError at the ceiling
-        pieces.append(bytearray(64 << 20))
+    while True:  # ends with MemoryError at the ceiling; calloc'd pages, never touched
+        pieces.append(bytes(64 << 20))
 
 
 def _hang(point: str) -> None:
@@ -92,25 +93,28 @@ ACTIONS: dict[str, Callable[[str], None]] = {
     "pause": _pause,
 }
 
-_armed: tuple[str, str] | None = None  # (point, action); point may be "<point>:<subject>"
+_armed: list[tuple[str, str]] = []  # (point, action); point may be "<point>:<subject>"
 
 
-def parse(value: str) -> tuple[str, str] | None:
-    """``"point"`` or ``"point=action"`` -> (point, action); ``""`` -> None. Raises ConfigError."""
-    if not value:
-        return None
-    point, _, action = value.partition("=")
-    action = action or "kill"
-    if point.partition(":")[0] not in POINTS:
-        raise ConfigError(
-            f"LAKEHOOK_FAULT_POINT={value!r}: unknown point {point!r}; known: {', '.join(POINTS)}"
-        )
-    if action not in ACTIONS:
-        raise ConfigError(
-            f"LAKEHOOK_FAULT_POINT={value!r}: unknown action {action!r}; "
-            f"known: {', '.join(ACTIONS)}"
-        )
-    return point, action
+def parse(value: str) -> list[tuple[str, str]]:
+    """``"point"``, ``"point=action"`` or several of them separated by commas ->
+    [(point, action), ...]; ``""`` -> []. Raises ConfigError."""
+    armed = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        point, _, action = item.partition("=")
+        action = action or "kill"
+        if point.partition(":")[0] not in POINTS:
+            raise ConfigError(
+                f"LAKEHOOK_FAULT_POINT={value!r}: unknown point {point!r}; "
+                f"known: {', '.join(POINTS)}"
+            )
+        if action not in ACTIONS:
+            raise ConfigError(
+                f"LAKEHOOK_FAULT_POINT={value!r}: unknown action {action!r}; "
+                f"known: {', '.join(ACTIONS)}"
+            )
+        armed.append((point, action))
+    return armed
 
 
 def validate(value: str, testing: bool) -> None:
@@ -124,22 +128,20 @@ def validate(value: str, testing: bool) -> None:
 
 
 def arm(value: str, testing: bool) -> None:
-    """Arm the point named by the setting (``""`` disarms)."""
+    """Arm the points named by the setting (``""`` disarms)."""
     global _armed
     validate(value, testing)
     _armed = parse(value)
-    if _armed is not None:
-        log.warning("fault point armed: %s (%s)", _armed[0], _armed[1])
+    for point, action in _armed:
+        log.warning("fault point armed: %s (%s)", point, action)
 
 
 def reached(point: str, subject: str = "") -> None:
-    """Run the armed action if ``point`` is the armed point (and ``subject`` the armed subject,
-    when one is named); otherwise nothing."""
+    """Run the armed action if ``point`` is an armed point (and ``subject`` its subject, when
+    one is named); otherwise nothing."""
     if point not in POINTS:  # a typo in a caller is a bug, not a silent no-op
         raise ValueError(f"unknown fault point {point!r}")
-    armed = _armed
-    if armed is None:
-        return
-    name, _, only = armed[0].partition(":")
-    if name == point and (not only or only == subject):
-        ACTIONS[armed[1]](f"{point}:{subject}" if subject else point)
+    for armed, action in _armed:
+        name, _, only = armed.partition(":")
+        if name == point and (not only or only == subject):
+            ACTIONS[action](f"{point}:{subject}" if subject else point)

@@ -290,7 +290,9 @@ class SupervisorPlugin:
 
     def subscribe(self) -> None:
         self.bus.subscribe("start", self.start)
-        self.bus.subscribe("stop", self.stop)
+        # before the HTTP server (50): a worker finishing its merge still needs the intake to
+        # answer lakeFS's pre-merge hook, or the merge is refused
+        self.bus.subscribe("stop", self.stop, priority=10)
 
     def start(self) -> None:
         self._stop.clear()

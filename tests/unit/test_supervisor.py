@@ -7,12 +7,15 @@ SQLite file (it is what the processes share).
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lakehook.errors import ConfigError
 from lakehook.settings import Settings
 from pipeline.model import RefStatus
 from server.jobs import PENDING, QUARANTINED, JobQueue
@@ -275,3 +278,83 @@ def test_a_status_is_kept_when_quarantining(h: Harness) -> None:
     assert status is not None
     assert status.schema == "s_main"  # the previous verified state stays visible
     assert status.errors[0]["limit"] == KILLED
+
+
+# ---- test-only fault points of the worker processes (lakehook/faults.py) -------------------
+
+
+def test_fault_points_narrowed_to_a_dataset_and_several_at_once() -> None:
+    from lakehook import faults
+
+    seen: list[str] = []
+    faults.ACTIONS["record"] = seen.append
+    try:
+        faults.arm("before-dataset:LB_BOOM=record,after-verify=record", testing=True)
+        faults.reached("before-dataset", "DM")
+        faults.reached("before-dataset", "LB_BOOM")
+        faults.reached("after-verify")
+        assert seen == ["before-dataset:LB_BOOM", "after-verify"]
+        with pytest.raises(ConfigError, match="unknown point"):
+            faults.parse("before-lunch:X=record")
+        with pytest.raises(ConfigError, match="tests only"):
+            faults.validate("before-dataset:X=hang", testing=False)
+    finally:
+        faults.arm("", testing=True)
+        del faults.ACTIONS["record"]
+
+
+def test_allocate_refuses_to_eat_a_machine_without_a_ceiling() -> None:
+    import resource
+
+    from lakehook import faults
+
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        pytest.fail("this test process has an address-space ceiling; the check needs none")
+    with pytest.raises(MemoryError, match="no memory ceiling"):
+        faults.ACTIONS["allocate"]("before-dataset:X")
+
+
+def test_memory_error_ends_a_worker_process_and_a_quarantined_head_ends_its_job(
+    h: Harness,
+) -> None:
+    from server.worker import WorkerPool
+    from tests.fakes.processor import FakeProcessor
+
+    class Exhausting(FakeProcessor):
+        def sync_branch(self, repo: str, branch: str) -> RefStatus:
+            pool.before_dataset("raw/x.csv", "h1", "h1")
+            if branch == "boom":
+                raise MemoryError
+            return super().sync_branch(repo, branch)
+
+    pool = WorkerPool(
+        None,
+        h.queue,
+        Exhausting(),
+        h.store,
+        h.settings,
+        h.metrics,
+        quarantine=h.quarantine,
+        fatal=(MemoryError,),
+    )
+    h.queue.enqueue("s", "branch", "boom", "sync_branch")
+    with pytest.raises(MemoryError):  # not recorded as a failed job: the process must end
+        pool.run_here(threading.Event())
+    (running,) = h.queue.running()
+    assert h.quarantine.progress(running.id).dataset == "raw/x.csv"
+
+    h.db.connection().execute(
+        "INSERT INTO quarantine VALUES ('s', 'branch', 'q', 'h1', 0, 'memory', 0)"
+    )
+    job_id, _ = h.queue.enqueue("s", "branch", "q", "sync_branch")
+    stop = threading.Event()
+    waiter = threading.Thread(target=pool.run_here, args=(stop,))
+    waiter.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (job := h.queue.get(job_id)) is not None and job.state != QUARANTINED:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        waiter.join(10)
