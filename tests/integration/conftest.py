@@ -137,7 +137,9 @@ def start_server(
                 f"log: {state_dir / 'serve.log'}"
             )
         time.sleep(0.1)
-    # the intake answers at once; wait until its worker processes take jobs too
+    # the intake answers at once; wait until its worker processes take jobs too (their fork
+    # server imports lakehook once: slow on a busy machine)
+    deadline = time.monotonic() + 180
     while not all(w["ready"] for w in get_json(f"{url}/healthz")["workers"]):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
