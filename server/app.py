@@ -341,7 +341,7 @@ def subscribe_lineage(ctx: Context) -> None:
     if deliverer is None:
         return
     LineageDeliveryPlugin(cherrypy.engine, deliverer).subscribe()
-    ctx.metrics.registry.register(LineageMetrics(deliverer))
+    ctx.metrics.watch(LineageMetrics(deliverer))
 
 
 def build_context(

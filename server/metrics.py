@@ -121,7 +121,10 @@ class Metrics:
         )
 
     def watch_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
-        view = _JobStates(counts)
+        self.watch(_JobStates(counts))
+
+    def watch(self, view: Collector) -> None:
+        """Add a collector computed at scrape time (in multiprocess mode too)."""
         self._views.append(view)
         self.registry.register(view)
 
