@@ -17,8 +17,10 @@ are pure; the rest is one short transaction each on the shared database.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from lakehook.errors import TerminalError
 from lakehook.failures import INPUT
@@ -127,7 +129,20 @@ class Quarantine:
             .fetchone()
         )
         if row is not None:
-            raise Quarantined(f"{ref} at {head[:12]} is quarantined: {row['reason']}")
+            error = json.loads(row["reason"])
+            # the job that was just started marked the ref "processing": show the quarantine
+            current = self.store.get_status(repo, ref, ref_type)
+            if current is not None:
+                self.store.put_status(
+                    replace(
+                        current,
+                        state="failed",
+                        reason=f"job {error.get('job')} quarantined: {error['message']}",
+                        errors=(error,),
+                        updated_at=time.time(),
+                    )
+                )
+            raise Quarantined(f"{ref} at {head[:12]} is quarantined: {error['message']}")
 
     def progress(self, job_id: int) -> Progress:
         row = (
@@ -160,22 +175,45 @@ class Quarantine:
                 "WHERE id=? AND state=? AND worker=?",
                 (state, message, now if quarantine else None, job.id, RUNNING, job.worker),
             )
+            error = self._error(job, progress, death, message, hint)
             if quarantine and progress.head:
                 db.execute(
                     "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (job.repo, job.ref_type, job.ref, progress.head, job.id, message, now),
+                    (
+                        job.repo,
+                        job.ref_type,
+                        job.ref,
+                        progress.head,
+                        job.id,
+                        json.dumps(error),
+                        now,
+                    ),
                 )
         if not job.kind.startswith("delete"):
-            self._show(job, progress, death, message, hint, quarantine)
+            self._show(job, progress, message, error, quarantine)
         return state
+
+    @staticmethod
+    def _error(
+        job: Job, progress: Progress, death: Death, message: str, hint: str
+    ) -> dict[str, Any]:
+        return {
+            "stage": STAGE,
+            "kind": INPUT,  # final for this head (lakehook.failures)
+            "limit": death.reason,
+            "file": progress.dataset or None,
+            "message": f"quarantined: {message}",
+            "hint": hint,
+            "job": job.id,
+            "commit": progress.head,
+        }
 
     def _show(
         self,
         job: Job,
         progress: Progress,
-        death: Death,
         message: str,
-        hint: str,
+        error: dict[str, Any],
         quarantine: bool,
     ) -> None:
         current = self.store.get_status(job.repo, job.ref, job.ref_type) or RefStatus(
@@ -189,16 +227,6 @@ class Quarantine:
                 updated_at=time.time(),
             )
         else:
-            error = {
-                "stage": STAGE,
-                "kind": INPUT,  # final for this head (lakehook.failures)
-                "limit": death.reason,
-                "file": progress.dataset or None,
-                "message": f"quarantined: {message}",
-                "hint": hint,
-                "job": job.id,
-                "commit": progress.head,
-            }
             status = replace(
                 current,
                 state="failed",

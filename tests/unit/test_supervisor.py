@@ -6,6 +6,7 @@ SQLite file (it is what the processes share).
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -343,8 +344,9 @@ def test_memory_error_ends_a_worker_process_and_a_quarantined_head_ends_its_job(
     (running,) = h.queue.running()
     assert h.quarantine.progress(running.id).dataset == "raw/x.csv"
 
+    error = {"stage": "quarantine", "kind": "input", "message": "quarantined: memory", "job": 0}
     h.db.connection().execute(
-        "INSERT INTO quarantine VALUES ('s', 'branch', 'q', 'h1', 0, 'memory', 0)"
+        "INSERT INTO quarantine VALUES ('s', 'branch', 'q', 'h1', 0, ?, 0)", (json.dumps(error),)
     )
     job_id, _ = h.queue.enqueue("s", "branch", "q", "sync_branch")
     stop = threading.Event()
@@ -358,3 +360,7 @@ def test_memory_error_ends_a_worker_process_and_a_quarantined_head_ends_its_job(
     finally:
         stop.set()
         waiter.join(10)
+    # the refused job's own "processing" mark does not hide the quarantine
+    status = h.store.get_status("s", "q")
+    assert status is not None
+    assert (status.state, status.errors[0]["stage"]) == ("failed", "quarantine")
