@@ -274,8 +274,14 @@ def test_reconciler_repairs_a_table_dropped_or_altered_behind_lakehooks_back(
     else:
         pytest.fail(f"{schema} was not repaired: tables {tables}, patients columns {now}")
     assert trino_query(stack_settings, f"SELECT count(*) FROM {schema}.labs")[0][0] == rows
-    jobs = get_json(f"{lakehook_server.url}/api/v1/repos/{repo}/jobs")
-    assert any(j["event"] == "reconcile" and j["state"] == "done" for j in jobs), jobs
+    # the repair's job ends after it re-verified the schema: poll for it, do not race it
+    while True:
+        jobs = get_json(f"{lakehook_server.url}/api/v1/repos/{repo}/jobs")
+        if any(j["event"] == "reconcile" and j["state"] == "done" for j in jobs):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no reconcile job done: {[(j['event'], j['state']) for j in jobs]}")
+        time.sleep(0.5)
     assert client.branches_api.get_branch(repo, "main").commit_id == head  # nothing reprocessed
     final = wait_state(lakehook_server, repo, "main", commit)
     assert final["state"] == "synced"

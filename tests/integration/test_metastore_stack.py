@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from lakehook.settings import Settings
 from pipeline.adapters.trino_metastore import TrinoMetastore
@@ -29,7 +30,7 @@ from pipeline.metastore.sync import copy_schema, desired_tables_from_manifests, 
 from pipeline.metastore.verify import DEFINITION, MISSING_TABLE, verify_ref
 from pipeline.model import TableManifest
 from pipeline.naming import schema_name
-from pipeline.ports import LakeFS, Metastore
+from pipeline.ports import LakeFS, Metastore, ObjectInfo
 from tests.fakes.metastore import make_manifest
 
 pytestmark = pytest.mark.stack
@@ -107,9 +108,23 @@ class Lake:
     def tag(self, name: str, ref: str) -> None:
         self.api("POST", f"/repositories/{self.repo}/tags", {"id": name, "ref": ref})
 
-    # the one LakeFS port method verification reads Parquet footers with
+    # the LakeFS port methods verification reads Parquet footers with (stat, then ranged reads)
     def read_object(self, repo: str, ref: str, path: str) -> bytes:
         return bytes(self.s3.get_object(Bucket=repo, Key=f"{ref}/{path}")["Body"].read())
+
+    def stat_object(self, repo: str, ref: str, path: str) -> ObjectInfo | None:
+        try:
+            head = self.s3.head_object(Bucket=repo, Key=f"{ref}/{path}")
+        except ClientError:
+            return None
+        return ObjectInfo(path, str(head.get("ETag", "")).strip('"'), int(head["ContentLength"]))
+
+    def read_range(self, repo: str, ref: str, path: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        span = f"bytes={offset}-{offset + length - 1}"
+        body = self.s3.get_object(Bucket=repo, Key=f"{ref}/{path}", Range=span)["Body"]
+        return bytes(body.read())
 
 
 def parquet(rows: int, text_age: bool = False, start: int = 0) -> bytes:
