@@ -48,18 +48,7 @@ def process_table(
     scratch: Path,
     max_columns: int = MAX_COLUMNS,
 ) -> TableRun:
-    started = time.time()
-    base = TableRun(
-        repository=plan.repository,
-        branch=plan.branch,
-        source_commit=plan.source_commit,
-        table=task.table,
-        dataset=task.dataset,
-        raw_path=task.raw_path,
-        raw_checksum=task.raw_checksum,
-        contents_path=plan.contents_path,
-        started_at=started,
-    )
+    base = begin_run(plan, task)
     csv_path = scratch / "raw" / f"{task.table}.csv"
     out_dir = local_dir(scratch, task.table)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -75,17 +64,7 @@ def process_table(
             max_columns=max_columns,
         )
     except (InputError, KeyCollision) as err:
-        detail = (
-            err.as_dict()
-            if isinstance(err, InputError)
-            else {"file": task.raw_path, "message": str(err), "hint": "report this to lakehook"}
-        )
-        return replace(
-            base,
-            error=f"{task.raw_path}: {detail['message']}",
-            error_detail={"table": task.table, "dataset": task.dataset, **detail},
-            finished_at=time.time(),
-        )
+        return failed_run(base, task, err)
     finally:
         csv_path.unlink(missing_ok=True)
     manifest = TableManifest(
@@ -109,3 +88,34 @@ def process_table(
     )
     assert manifest.path.startswith(MANIFEST_PREFIX)
     return replace(base, manifest=manifest, null_counts=result.null_counts, finished_at=time.time())
+
+
+def begin_run(plan: BranchPlan, task: TableTask, *, in_place: bool = False) -> TableRun:
+    """The run of one dataset as it starts, whichever engine builds it."""
+    return TableRun(
+        repository=plan.repository,
+        branch=plan.branch,
+        source_commit=plan.source_commit,
+        table=task.table,
+        dataset=task.dataset,
+        raw_path=task.raw_path,
+        raw_checksum=task.raw_checksum,
+        contents_path=plan.contents_path,
+        started_at=time.time(),
+        in_place=in_place,
+    )
+
+
+def failed_run(base: TableRun, task: TableTask, err: InputError | KeyCollision) -> TableRun:
+    """``base`` ended by an input failure: the error names file, line, column and a hint."""
+    detail = (
+        err.as_dict()
+        if isinstance(err, InputError)
+        else {"file": task.raw_path, "message": str(err), "hint": "report this to lakehook"}
+    )
+    return replace(
+        base,
+        error=f"{task.raw_path}: {detail['message']}",
+        error_detail={"table": task.table, "dataset": task.dataset, **detail},
+        finished_at=time.time(),
+    )

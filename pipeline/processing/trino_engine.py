@@ -43,7 +43,7 @@ from pipeline.processing import trino_sql
 from pipeline.processing.contents import MAX_COLUMNS
 from pipeline.processing.convert import convert_file, plan_columns, read_header
 from pipeline.processing.plan import BranchPlan, TableTask
-from pipeline.processing.table import download, table_prefix
+from pipeline.processing.table import begin_run, download, failed_run, table_prefix
 
 log = logging.getLogger(__name__)
 
@@ -130,33 +130,11 @@ class TrinoEngine:
     def process_table(
         self, plan: BranchPlan, task: TableTask, scratch: Path, max_columns: int = MAX_COLUMNS
     ) -> TableRun:
-        started = time.time()
-        base = TableRun(
-            repository=plan.repository,
-            branch=plan.branch,
-            source_commit=plan.source_commit,
-            table=task.table,
-            dataset=task.dataset,
-            raw_path=task.raw_path,
-            raw_checksum=task.raw_checksum,
-            contents_path=plan.contents_path,
-            started_at=started,
-            in_place=True,
-        )
+        base = begin_run(plan, task, in_place=True)
         try:
             manifest = self._process(plan, task, scratch, max_columns)
         except (InputError, KeyCollision) as err:
-            detail = (
-                err.as_dict()
-                if isinstance(err, InputError)
-                else {"file": task.raw_path, "message": str(err), "hint": "report this to lakehook"}
-            )
-            return replace(
-                base,
-                error=f"{task.raw_path}: {detail['message']}",
-                error_detail={"table": task.table, "dataset": task.dataset, **detail},
-                finished_at=time.time(),
-            )
+            return failed_run(base, task, err)
         return replace(base, manifest=manifest, finished_at=time.time())
 
     def _process(
