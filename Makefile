@@ -23,16 +23,22 @@ lint: install  ## ruff and mypy
 # Marquez is optional (lineage is always journaled): its tests run when LAKEHOOK_MARQUEZ_URL
 # names one, e.g. `LAKEHOOK_MARQUEZ_URL=http://127.0.0.1:5000 make test`.
 # The real-stack fault and outage suites (docs/reliability.md) are opt-in: `pytest -m faults`.
-PYTEST_MARKERS := $(if $(LAKEHOOK_MARQUEZ_URL),-m "not faults",-m "not marquez and not faults")
+PYTEST_FILTER := $(if $(LAKEHOOK_MARQUEZ_URL),not faults,not marquez and not faults)
 
 # The stack builds Marquez from its release's source; this repository's sibling shared/vendor
 # holds a copy (override with a path or URL).
 LAKEHOOK_MARQUEZ_SOURCE ?= $(wildcard $(abspath ../shared/vendor/marquez-0.51.1-src.tar.gz))
 export LAKEHOOK_MARQUEZ_SOURCE
 
+# Two phases: every test that shares the stack politely runs in parallel (pytest-xdist; the stack
+# tests mostly wait on lakeFS, Trino and the metastore, so more workers than cores pays); the
+# tests that stop or restart a shared component (marker `disruptive`) run alone afterwards.
+TEST_WORKERS ?= 4
+
 test: install  ## start the local stack (installing it on first use) and run every test
 	$(BIN)/lakehook stack up
-	$(BIN)/pytest $(PYTEST_MARKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "($(PYTEST_FILTER)) and not disruptive"
+	$(BIN)/pytest -m "($(PYTEST_FILTER)) and disruptive"
 
 test-unit: install  ## fast tests only (no stack)
 	$(BIN)/pytest -m "not stack and not marquez"

@@ -45,7 +45,7 @@ from tests.integration.test_faults import working_branches
 if TYPE_CHECKING:
     from lakefs_sdk.client import LakeFSClient
 
-pytestmark = [pytest.mark.stack, pytest.mark.faults]
+pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.disruptive]
 
 OUTAGE = float(os.environ.get("LAKEHOOK_OUTAGE_SECONDS", "60"))
 SERVER_ENV = {"LAKEHOOK_RETRY_MAX_DELAY": "10"}  # bounded wait between tries, for the test

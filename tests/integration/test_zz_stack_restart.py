@@ -17,7 +17,7 @@ from lakehook.stack.components import core_components
 from pipeline.adapters.lakefs import LakeFSClient
 from tests.integration.conftest import unique_name
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.disruptive]
 
 
 def lakehook(*args: str) -> subprocess.CompletedProcess[str]:

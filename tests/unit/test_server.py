@@ -502,6 +502,7 @@ def test_status_health_and_metrics(app: App) -> None:
     assert status["schema"] == "s_v2"
     assert app.get("/api/v1/repos/s/branches/nope/status")[0] == 404
     assert app.get("/healthz")[0] == 200
+    assert app.post({"event_type": "post-commit"}, token="wrong")[0] == 401  # counted below
     code, metrics = app.get("/metrics")
     assert code == 200
     assert re.search(
