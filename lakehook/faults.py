@@ -15,7 +15,10 @@ processed (``reached("before-dataset", "LB_BIG")``). The worker-process actions 
   (``RLIMIT_AS``, the worker memory limit) makes it fail with ``MemoryError``; refused (a
   ``MemoryError`` at once) in a process without a ceiling, so it never eats the machine;
 * ``hang``: never return (the job's wall-clock limit must end it);
-* ``pause``: sleep ``PAUSE_SECONDS``, then go on (a job slow enough to be killed mid-way).
+* ``pause``: sleep ``PAUSE_SECONDS``, then go on (a job slow enough to be killed mid-way);
+* ``hold``: wait until the file named by ``LAKEHOOK_FAULT_RELEASE`` exists (polled every 50 ms,
+  at most ``HOLD_SECONDS``), then go on: a job that is "still processing" for exactly as long
+  as a test needs, with no race against a clock.
 
 ``kill`` in a worker process of ``lakehook serve`` takes the intake with it
 (``kill_together_with``), so that the whole server dies at that instant.
@@ -47,6 +50,8 @@ POINTS: dict[str, str] = {
     "before-dataset": "a dataset is about to be processed (narrow it: before-dataset:<name>)",
 }
 PAUSE_SECONDS = 5.0
+HOLD_SECONDS = 600.0
+RELEASE_ENV = "LAKEHOOK_FAULT_RELEASE"
 _together: list[int] = []  # other processes of this server that die at a kill point
 
 
@@ -86,11 +91,22 @@ def _pause(point: str) -> None:
     time.sleep(PAUSE_SECONDS)
 
 
+def _hold(point: str) -> None:
+    release = os.environ.get(RELEASE_ENV, "")
+    if not release:
+        raise ConfigError(f"fault point {point}: hold needs {RELEASE_ENV}=<file> to wait for")
+    log.warning("fault point %s reached: holding until %s exists", point, release)
+    deadline = time.monotonic() + HOLD_SECONDS
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 ACTIONS: dict[str, Callable[[str], None]] = {
     "kill": _kill,
     "allocate": _allocate,
     "hang": _hang,
     "pause": _pause,
+    "hold": _hold,
 }
 
 _armed: list[tuple[str, str]] = []  # (point, action); point may be "<point>:<subject>"

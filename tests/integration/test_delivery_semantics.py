@@ -327,7 +327,6 @@ def test_a_thousand_duplicated_shuffled_deliveries_over_three_branches(
     assert len(jobs) < 100  # coalesced, not a thousand jobs
 
 
-@pytest.mark.faults  # opt-in until it has passed on a quiet machine
 def test_commits_on_two_branches_at_the_same_moment(
     client: LakeFSClient, lakehook_server: RunningServer
 ) -> None:
@@ -361,19 +360,48 @@ def test_commits_on_two_branches_at_the_same_moment(
     assert len(schemas) == 2
 
 
-@pytest.mark.faults  # opt-in until it has passed on a quiet machine
+def with_held_dataset(files: dict[str, bytes], dataset: str) -> dict[str, bytes]:
+    """``files`` plus a one-column dataset ``dataset``: a fault point narrowed to it holds the
+    job of exactly this delivery (``before-dataset:<dataset>=hold``)."""
+    held = dict(files)
+    held["raw/contents.csv"] = files["raw/contents.csv"] + f"{dataset},NOTE,string,Note\n".encode()
+    held[f"raw/{dataset}.csv"] = b"NOTE\nheld\n"
+    return held
+
+
 def test_a_merge_while_its_source_is_processing_is_refused_then_let_through(
-    client: LakeFSClient, lakehook_server: RunningServer
+    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
 ) -> None:
-    repo = new_repository(client, "early")
-    install_actions(lakehook_server, repo)
-    base = upload_and_commit(client, repo, "main", generate_study(20, seed=61), "delivery 1")
-    assert wait_state(lakehook_server, repo, "main", base)["state"] == "synced"
-    client.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="dev", source="main"))
-    assert wait_state(lakehook_server, repo, "dev", base)["state"] == "synced"
-    dev = upload_and_commit(
-        client, repo, "dev", generate_study(3000, seed=61, delivery=2), "delivery 2 (large)"
+    # dev's job is held at a dataset only its delivery has, until the test releases it: the
+    # merge is attempted while the source is provably still processing, however fast the
+    # machine (a race against the processing time was no proof either way)
+    release = tmp_path / "release"
+    server = start_server(
+        tmp_path / "state",
+        free_port(),
+        {
+            "LAKEHOOK_TESTING": "1",
+            "LAKEHOOK_FAULT_POINT": "before-dataset:held=hold",
+            "LAKEHOOK_FAULT_RELEASE": str(release),
+        },
+        ready_timeout=180,
     )
+    try:
+        _merge_while_processing(client, server, release)
+    finally:
+        release.touch()
+        server.stop()
+
+
+def _merge_while_processing(client: LakeFSClient, server: RunningServer, release: Path) -> None:
+    repo = new_repository(client, "early")
+    install_actions(server, repo)
+    base = upload_and_commit(client, repo, "main", generate_study(20, seed=61), "delivery 1")
+    assert wait_state(server, repo, "main", base)["state"] == "synced"
+    client.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="dev", source="main"))
+    assert wait_state(server, repo, "dev", base)["state"] == "synced"
+    delivery = with_held_dataset(generate_study(40, seed=61, delivery=2), "held")
+    dev = upload_and_commit(client, repo, "dev", delivery, "delivery 2")
     # lakehook has not finished dev: its gate says why (lakeFS passes on only the status code)
     pre_merge = {
         "event_type": "pre-merge",
@@ -382,7 +410,7 @@ def test_a_merge_while_its_source_is_processing_is_refused_then_let_through(
         "source_ref": dev,
         "merge_source": "dev",
     }
-    code, answer = gate_answer(lakehook_server, pre_merge)
+    code, answer = gate_answer(server, pre_merge)
     assert code == 412, answer
     assert "still processing" in " ".join(answer["reasons"]), answer
     with pytest.raises(lakefs_sdk.ApiException) as refused:
@@ -390,12 +418,15 @@ def test_a_merge_while_its_source_is_processing_is_refused_then_let_through(
             repo, "dev", "main", merge=lakefs_sdk.Merge(message="early")
         )
     assert refused.value.status == 412
-    assert wait_state(lakehook_server, repo, "dev", dev)["state"] == "synced"
+    assert client.refs_api.log_commits(repo, "main", amount=1).results[0].id != dev
+    release.touch()
+    assert wait_state(server, repo, "dev", dev)["state"] == "synced"
     merged = client.refs_api.merge_into_branch(
         repo, "dev", "main", merge=lakefs_sdk.Merge(message="promote dev")
     ).reference
-    status = wait_state(lakehook_server, repo, "main", merged)
+    status = wait_state(server, repo, "main", merged)
     assert status["state"] == "synced", status
-    assert lakehook_merges(client, repo, "dev") == {dev: 1}
+    assert {t["table"] for t in status["tables"]} >= {"patients", "held"}
+    assert lakehook_merges(client, repo, "dev") == {base: 1, dev: 1}  # base: from main
     assert lakehook_merges(client, repo, "main").get(base) == 1
     assert all(n == 1 for n in lakehook_merges(client, repo, "main").values())

@@ -148,3 +148,33 @@ def test_fault_points_are_refused_outside_tests() -> None:
     assert settings.fault_point == "after-merge"
     with pytest.raises(ValueError, match="unknown fault point"):
         faults.reached("after-lunch")
+
+
+def test_hold_waits_for_its_release_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    release = tmp_path / "release"
+    monkeypatch.setenv(faults.RELEASE_ENV, str(release))
+    faults.arm("after-verify=hold", testing=True)
+    try:
+        held = threading.Thread(target=faults.reached, args=("after-verify",))
+        held.start()
+        held.join(0.3)
+        assert held.is_alive()  # still holding: nothing released it
+        release.touch()
+        held.join(5)
+        assert not held.is_alive()
+    finally:
+        faults.arm("", testing=True)
+
+
+def test_hold_without_a_release_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lakehook.errors import ConfigError
+
+    monkeypatch.delenv(faults.RELEASE_ENV, raising=False)
+    faults.arm("after-verify=hold", testing=True)
+    try:
+        with pytest.raises(ConfigError, match=faults.RELEASE_ENV):
+            faults.reached("after-verify")
+    finally:
+        faults.arm("", testing=True)
