@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 POINTS: dict[str, str] = {
     "after-upload": "outputs uploaded to the working branch, not committed",
     "after-working-commit": "outputs committed on the working branch, not merged",
-    "after-merge": "working branch merged into the user's branch, not deleted",
+    "after-merge": "working branch merged into the user's branch, not deleted (narrow it: after-merge:<branch>)",
     "after-working-branch-delete": "working branch deleted, metastore not synced",
     "after-metastore-change": "first metastore change made, the rest not",
     "after-verify": "metastore verified, status not recorded",

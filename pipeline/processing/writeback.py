@@ -242,7 +242,7 @@ def _merge(
         return WriteBack(
             None, plan.current, "", tuple(written), tuple(deleted), errors=tuple(errors)
         )
-    faults.reached("after-merge")
+    faults.reached("after-merge", branch)
     delete_working_branch(lakefs, repo, work, fence)
     faults.reached("after-working-branch-delete")
     return WriteBack(merged, manifests, "", tuple(written), tuple(deleted), errors=tuple(errors))

@@ -1,13 +1,18 @@
 """The intake survives its jobs (issue 16): memory ceiling, wall-clock limit, kill -9 of a worker.
 
-One real ``lakehook serve`` with two worker processes, a 3 GiB memory ceiling per worker, a
-45 s limit per job and three test-only fault points (``lakehook/faults.py``): processing the
-dataset ``LB_BOOM`` allocates until the ceiling, ``LB_SLOW`` hangs, ``LB_PAUSE`` pauses 5 s.
-Four branches are committed at once: ``boom`` and ``slow`` must each kill or exhaust two
-workers and end quarantined with the reason in their status, ``pause`` has its worker killed
-with SIGKILL mid-job and must complete on another worker with exactly one lakehook commit,
-``good`` is processed as usual. Throughout, ``/healthz`` and a webhook are polled, and every
-answer must come back, fast.
+Two real ``lakehook serve`` servers (one per test, so that pytest-xdist runs them side by side),
+each with two worker processes and test-only fault points (``lakehook/faults.py``):
+
+* memory and kill -9: processing the dataset ``LB_BOOM`` allocates until the worker's 3 GiB
+  ceiling, and the write-back of branch ``pause`` pauses 5 s right after its merge. Three
+  branches are committed at once: ``boom`` must exhaust two workers and end quarantined with
+  the reason in its status; ``pause`` has its worker killed with SIGKILL while it pauses after
+  the merge and must complete on another worker with exactly one lakehook commit; ``good`` is
+  processed as usual.
+* time: a 15 s limit per job, and processing ``LB_SLOW`` hangs: the job is killed at the limit
+  twice and quarantined.
+
+Throughout, ``/healthz`` and a webhook are polled, and every answer must come back, fast.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from tests.integration.conftest import (
     install_actions,
     new_repository,
     start_server,
+    unique_name,
 )
 from tests.integration.test_delivery_semantics import lakehook_merges
 from tests.integration.test_end_to_end import upload_and_commit
@@ -52,6 +58,7 @@ class Poller:
 
     def __init__(self, server: RunningServer) -> None:
         self.server = server
+        self.noise = unique_name("iso-noise")  # the polled webhook's repository: nobody's
         self.answers: list[tuple[str, int, float]] = []
         self.token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
         self._stop = threading.Event()
@@ -78,7 +85,7 @@ class Poller:
 
     def _run(self) -> None:
         body = json.dumps(
-            {"event_type": "post-delete-tag", "repository_id": "iso-noise", "tag_id": "t"}
+            {"event_type": "post-delete-tag", "repository_id": self.noise, "tag_id": "t"}
         ).encode()
         while not self._stop.wait(0.05):
             self._timed("healthz", urllib.request.Request(f"{self.server.url}/healthz"))
@@ -127,111 +134,116 @@ def _metric(server: RunningServer, name: str, **labels: str) -> float:
     return total
 
 
-def test_a_job_that_eats_memory_hangs_or_loses_its_worker_never_touches_the_intake(
-    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
-) -> None:
-    server = start_server(
+def _serve(tmp_path: Path, env: dict[str, str]) -> RunningServer:
+    return start_server(
         tmp_path / "state",
         free_port(),
+        {"LAKEHOOK_WORKERS": "2", "LAKEHOOK_TESTING": "1", **env},
+    )
+
+
+def _synced(server: RunningServer, repo: str, branch: str, commit: str) -> Any:
+    """The branch's status once ``commit`` is processed and verified, else None."""
+    status = _status(server, repo, branch)
+    return status if status.get("state") == "synced" and status["source_commit"] == commit else None
+
+
+def _failed(server: RunningServer, repo: str, branch: str, commit: str) -> Any:
+    """The branch's status once its head ``commit`` is recorded as failed, else None."""
+    status = _status(server, repo, branch)
+    return status if status.get("state") == "failed" and status["head_commit"] == commit else None
+
+
+def _workers_ready(server: RunningServer) -> Any:
+    """/healthz once every worker process is up and taking jobs (the dead ones replaced)."""
+    health = get_json(f"{server.url}/healthz")
+    return health if all(w["ready"] for w in health["workers"]) else None
+
+
+def _assert_intake_answered(poller: Poller) -> None:
+    """Every health check and webhook of the run was answered, none slower than ``FAST``."""
+    assert len(poller.answers) >= 20, poller.answers
+    failed = [a for a in poller.answers if a[1] not in (200, 202)]
+    slow = [a for a in poller.answers if a[2] > FAST]
+    assert failed == [], failed[:10]
+    assert slow == [], slow[:10]
+
+
+def _assert_quarantined(status: dict[str, Any], limit: str, setting: str, dataset: str) -> None:
+    (error,) = status["errors"]
+    assert error["stage"] == "quarantine", status
+    assert error["limit"] == limit
+    assert error["file"] == f"raw/{dataset}.csv"
+    assert f"raw/{dataset}.csv" in error["message"]
+    assert "twice" in error["message"]
+    assert setting in error["hint"]
+    assert error["commit"] == status["head_commit"]
+
+
+def _with_dataset(study: dict[str, bytes], dataset: str) -> dict[str, bytes]:
+    """``study``'s contents file declaring a lab dataset ``dataset``, and that dataset alone."""
+    declared = study["raw/contents.csv"] + lab_contents(dataset).split(b"\n", 1)[1]
+    return {"raw/contents.csv": declared, f"raw/{dataset}.csv": lab_csv(2000)}
+
+
+def test_a_job_that_eats_memory_or_loses_its_worker_never_touches_the_intake(
+    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    server = _serve(
+        tmp_path,
         {
-            "LAKEHOOK_WORKERS": "2",
             "LAKEHOOK_WORKER_MEMORY_LIMIT_MB": "3072",
-            "LAKEHOOK_JOB_TIME_LIMIT_SECONDS": "45",
-            "LAKEHOOK_TESTING": "1",
-            "LAKEHOOK_FAULT_POINT": (
-                "before-dataset:LB_BOOM=allocate,before-dataset:LB_SLOW=hang,"
-                "before-dataset:LB_PAUSE=pause"
-            ),
+            "LAKEHOOK_FAULT_POINT": "before-dataset:LB_BOOM=allocate,after-merge:pause=pause",
         },
     )
     try:
-        _api(server, "/api/v1/repos/none/jobs")  # the token works
         repo = new_repository(client, "iso")
         install_actions(server, repo)
-        for name in ("boom", "slow", "pause", "good"):
+        for name in ("boom", "pause", "good"):
             client.branches_api.create_branch(
                 repo, lakefs_sdk.BranchCreation(name=name, source="main")
             )
         study = generate_study(patients=30, seed=4)
-        contents = study["raw/contents.csv"]
-        extra = {
-            name: {"raw/contents.csv": contents + lab_contents(dataset).split(b"\n", 1)[1]}
-            for name, dataset in (("boom", "LB_BOOM"), ("slow", "LB_SLOW"), ("pause", "LB_PAUSE"))
-        }
-        lab = lab_csv(2000)
-        files = {
-            "boom": {**study, **extra["boom"], "raw/LB_BOOM.csv": lab},
-            "slow": {**study, **extra["slow"], "raw/LB_SLOW.csv": lab},
-            "pause": {**study, **extra["pause"], "raw/LB_PAUSE.csv": lab},
-            "good": study,
-        }
+        files = {"boom": _with_dataset(study, "LB_BOOM"), "pause": study, "good": study}
+        log = server.state_dir / "serve.log"
         with Poller(server) as poller:
             commits = {
                 name: upload_and_commit(client, repo, name, data, f"delivery on {name}")
                 for name, data in files.items()
             }
-            # kill -9 the worker that holds the pause job, while it pauses in the job
-            job = _wait(
-                "the pause job running",
-                lambda: next(
-                    (
-                        j
-                        for j in _api(server, f"/api/v1/repos/{repo}/jobs")
-                        if j["ref"] == "pause" and j["state"] == "running" and j["worker"]
-                    ),
-                    None,
-                ),
+            # kill -9 the worker that holds the pause job while it pauses after its merge
+            _wait(
+                "the pause job pausing after its merge",
+                lambda: "fault point after-merge:pause reached" in log.read_text(errors="replace"),
+            )
+            job = next(
+                j
+                for j in _api(server, f"/api/v1/repos/{repo}/jobs")
+                if j["ref"] == "pause" and j["state"] == "running"
             )
             os.kill(int(job["worker"].split(":")[0]), signal.SIGKILL)
 
-            def settled(name: str, state: str) -> Any:
-                status = _status(server, repo, name)
-                done = status.get("state") == state and status.get("head_commit")
-                return status if done else None
+            good = _wait("good synced", lambda: _synced(server, repo, "good", commits["good"]))
+            paused = _wait("pause synced", lambda: _synced(server, repo, "pause", commits["pause"]))
+            boom = _wait("boom quarantined", lambda: _failed(server, repo, "boom", commits["boom"]))
+            jobs = {j["id"]: j for j in _api(server, f"/api/v1/repos/{repo}/jobs")}
+            health = _wait("the workers replaced", lambda: _workers_ready(server))
 
-            good = _wait("good synced", lambda: settled("good", "synced"))
-            paused = _wait("pause synced", lambda: settled("pause", "synced"))
-            boom = _wait("boom quarantined", lambda: settled("boom", "failed"))
-            slow = _wait("slow quarantined", lambda: settled("slow", "failed"))
-            jobs = _api(server, f"/api/v1/repos/{repo}/jobs")
-            health = get_json(f"{server.url}/healthz")
+        _assert_intake_answered(poller)
 
-        # the intake answered every poll, fast, while four workers died under it
-        assert poller.answers, "nothing was polled"
-        slow_answers = [a for a in poller.answers if a[2] > FAST]
-        failed = [a for a in poller.answers if a[1] not in (200, 202)]
-        assert failed == [], failed[:10]
-        assert slow_answers == [], slow_answers[:10]
-
-        # good and pause were processed; pause completed on another worker with one commit
-        assert good["source_commit"] == commits["good"]
-        assert paused["source_commit"] == commits["pause"]
+        # good was processed; pause completed on another worker, its merge made once
+        assert jobs[job["id"]]["state"] == "done"
+        assert jobs[job["id"]]["attempts"] >= 2
         assert lakehook_merges(client, repo, "pause") == {commits["pause"]: 1}
-        assert any(t["table"] == "lb_pause" for t in paused["tables"])
+        assert {t["table"] for t in paused["tables"]} == {t["table"] for t in good["tables"]}
 
-        # boom and slow were quarantined after their second try, the reason in the status
-        for status, limit, setting, dataset in (
-            (boom, "memory", "LAKEHOOK_WORKER_MEMORY_LIMIT_MB", "LB_BOOM"),
-            (slow, "time", "LAKEHOOK_JOB_TIME_LIMIT_SECONDS", "LB_SLOW"),
-        ):
-            (error,) = status["errors"]
-            assert error["stage"] == "quarantine", status
-            assert error["limit"] == limit
-            assert error["file"] == f"raw/{dataset}.csv"
-            assert f"raw/{dataset}.csv" in error["message"]
-            assert "twice" in error["message"]
-            assert setting in error["hint"]
-            assert error["commit"] == status["head_commit"]
-        quarantined = {j["ref"] for j in jobs if j["state"] == "quarantined"}
-        assert {"boom", "slow"} <= quarantined
-        restarts = {w["role"]: 0 for w in health["workers"]}
-        for w in health["workers"]:
-            restarts[w["role"]] += w["restarts"]
-        assert restarts["worker"] >= 5  # 2 memory + 2 time + 1 kill -9
-        assert _metric(server, "lakehook_quarantined_jobs_total", limit="memory") >= 1
-        assert _metric(server, "lakehook_quarantined_jobs_total", limit="time") >= 1
-        assert _metric(server, "lakehook_worker_restarts_total", reason="memory") >= 2
-        assert _metric(server, "lakehook_worker_restarts_total", reason="time") >= 2
+        # boom was quarantined after its second try, the reason in the status
+        _assert_quarantined(boom, "memory", "LAKEHOOK_WORKER_MEMORY_LIMIT_MB", "LB_BOOM")
+        assert any(j["ref"] == "boom" and j["state"] == "quarantined" for j in jobs.values())
+        assert sum(w["restarts"] for w in health["workers"] if w["role"] == "worker") == 3
+        assert _metric(server, "lakehook_quarantined_jobs_total", limit="memory") == 1
+        assert _metric(server, "lakehook_worker_restarts_total", reason="memory") == 2
+        assert _metric(server, "lakehook_worker_restarts_total", reason="killed") == 1
         assert _metric(server, "lakehook_job_duration_seconds_count") >= 2  # from the workers
 
         # a quarantined head is never run again: a replayed webhook ends at once
@@ -260,5 +272,36 @@ def test_a_job_that_eats_memory_hangs_or_loses_its_worker_never_touches_the_inta
         assert "quarantined" in refused["error"]
         assert _metric(server, "lakehook_worker_restarts_total") == before
         assert _status(server, repo, "boom")["errors"][0]["stage"] == "quarantine"
+    finally:
+        server.stop()
+
+
+def test_a_job_that_hangs_is_killed_at_its_time_limit_twice_then_quarantined(
+    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
+) -> None:
+    server = _serve(
+        tmp_path,
+        {
+            "LAKEHOOK_JOB_TIME_LIMIT_SECONDS": "15",
+            "LAKEHOOK_FAULT_POINT": "before-dataset:LB_SLOW=hang",
+        },
+    )
+    try:
+        repo = new_repository(client, "iso")
+        install_actions(server, repo)
+        files = _with_dataset(generate_study(patients=30, seed=4), "LB_SLOW")
+        with Poller(server) as poller:
+            commit = upload_and_commit(client, repo, "main", files, "a delivery that hangs")
+            slow = _wait("main quarantined", lambda: _failed(server, repo, "main", commit))
+            jobs = _api(server, f"/api/v1/repos/{repo}/jobs")
+            health = _wait("the workers replaced", lambda: _workers_ready(server))
+
+        _assert_intake_answered(poller)
+        _assert_quarantined(slow, "time", "LAKEHOOK_JOB_TIME_LIMIT_SECONDS", "LB_SLOW")
+        assert "15 s" in slow["errors"][0]["message"]
+        assert any(j["state"] == "quarantined" for j in jobs), jobs
+        assert sum(w["restarts"] for w in health["workers"] if w["role"] == "worker") >= 2
+        assert _metric(server, "lakehook_quarantined_jobs_total", limit="time") == 1
+        assert _metric(server, "lakehook_worker_restarts_total", reason="time") >= 2
     finally:
         server.stop()
