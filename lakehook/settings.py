@@ -25,7 +25,9 @@ QUICKSTART_ACCESS_KEY_ID = "AKIAIOSFOLQUICKSTART"
 QUICKSTART_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # noqa: S105 (public demo key)
 
 ENV_PREFIX = "LAKEHOOK_"
-SECRET_SETTINGS = frozenset({"lakefs_secret_access_key", "webhook_token", "signing_key"})
+SECRET_SETTINGS = frozenset(
+    {"lakefs_secret_access_key", "webhook_token", "signing_key", "queue_url"}
+)
 MIN_PUBLIC_TOKEN_LENGTH = 32
 SIGNING_KEY_FILE = "signing.key"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # case-insensitive
@@ -57,6 +59,9 @@ class Settings:
     listen: str = "127.0.0.1:8090"
     public_url: str = ""
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/lakehook")
+    # shared state of several replicas: a postgresql:// URL (jobs, statuses, schema names,
+    # merge records, quarantines); empty: the SQLite file in the state dir (one server)
+    queue_url: str = field(default="", repr=False)
     reconcile_interval: float = 60.0
     # worker processes of `lakehook serve` (one job at a time each; default: one per core)
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -125,7 +130,15 @@ class Settings:
         return ensure_signing_key(self.signing_key_file).encode("utf-8")
 
     def check_serving(self) -> None:
-        """Refuse to listen beyond this machine with a guessable token (contract §9 v1.1)."""
+        """Refuse to listen beyond this machine with a guessable token (contract §9 v1.1), and
+        to share a queue without sharing the signing key (each replica would distrust the
+        others' outputs and rebuild them: more than one lakehook commit per source commit)."""
+        if self.queue_url and not self.signing_key:
+            raise ConfigError(
+                "LAKEHOOK_QUEUE_URL is set (replicas share one queue) but LAKEHOOK_SIGNING_KEY "
+                "is not: every replica must sign with the same key; set LAKEHOOK_SIGNING_KEY to "
+                f"one value on all of them (e.g. the content of {self.signing_key_file})"
+            )
         if not self.listen_is_loopback and len(self.webhook_token) < MIN_PUBLIC_TOKEN_LENGTH:
             raise ConfigError(
                 f"refusing to listen on {self.listen} (not a loopback address) with a "
@@ -200,6 +213,12 @@ class Settings:
                     f"{ENV_PREFIX}{name.upper()}={value!r} is not an http(s) URL, "
                     "e.g. http://127.0.0.1:8000"
                 )
+        if self.queue_url and urlparse(self.queue_url).scheme not in {"postgresql", "postgres"}:
+            raise ConfigError(
+                "LAKEHOOK_QUEUE_URL must be a PostgreSQL URL, e.g. "
+                "postgresql://lakehook:PASSWORD@127.0.0.1:5432/lakehook (leave it empty for the "
+                "SQLite queue of one server)"
+            )
         if self.marquez_url and urlparse(self.marquez_url).scheme not in {"http", "https"}:
             raise ConfigError(
                 f"LAKEHOOK_MARQUEZ_URL={self.marquez_url!r} is not an http(s) URL "

@@ -36,8 +36,9 @@ from pipeline.ports import LakeFS, Processor, StatusStore
 from pipeline.provenance import Provenance
 from server import auth
 from server import events as ev
-from server.jobs import JobQueue
+from server.jobs import Queue
 from server.metrics import Metrics
+from server.state import State
 from server.worker import Reconciler, ReconcilerPlugin, WorkerPool, mark
 
 log = logging.getLogger("lakehook.server")
@@ -52,7 +53,7 @@ class Context:
 
     settings: Settings
     store: StatusStore
-    queue: JobQueue
+    queue: Queue
     processor: Processor
     lakefs: LakeFS
     metrics: Metrics
@@ -60,6 +61,7 @@ class Context:
     wake: Callable[[], None] = lambda: None
     provenance: Provenance | None = None  # None: from settings (key in the state dir)
     workers: Callable[[], list[dict[str, Any]]] = list  # the worker processes, for /healthz
+    state: State | None = None  # the state database (None: built around a test's queue)
     # gate decisions under way: a stuck lakeFS read holds one of these, never a request thread
     gate_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(GATE_CONCURRENCY)
@@ -357,12 +359,11 @@ def build_context(
     jobs run in the worker processes, which build their own.
     """
     from lakehook import faults
-    from server.store import Database, SqliteStatusStore
+    from server.state import open_state
 
     faults.arm(settings.fault_point, settings.testing)  # tests only; refused otherwise
-    db = Database(settings.jobs_db)
-    store = SqliteStatusStore(db)
-    queue = JobQueue(db, settings.job_lease_seconds)
+    state = open_state(settings, "intake")
+    store, queue = state.store, state.queue
     if processor is None or lakefs is None:
         from pipeline.service import build_processor
 
@@ -380,18 +381,18 @@ def build_context(
         working_branch_grace=settings.working_branch_grace,
         server_url=settings.server_url,
     )
-    return Context(settings, store, queue, processor, lakefs, metrics, reconciler)
+    return Context(settings, store, queue, processor, lakefs, metrics, reconciler, state=state)
 
 
 def serve(settings: Settings) -> None:
     """Run the intake here and the workers in supervised processes, until SIGTERM/SIGINT."""
     from server import metrics as metrics_module
-    from server.quarantine import Quarantine
     from server.supervisor import Supervisor, SupervisorPlugin
 
     metrics_module.use_directory(settings.state_dir / "metrics")
     ctx = build_context(settings, intake_only=True)
-    supervisor = Supervisor(settings, ctx.queue, Quarantine(ctx.queue.db, settings), ctx.metrics)
+    assert ctx.state is not None
+    supervisor = Supervisor(settings, ctx.queue, ctx.state.quarantine(settings), ctx.metrics)
     ctx.workers = supervisor.workers
     mount(ctx, with_workers=False)
     SupervisorPlugin(cherrypy.engine, supervisor).subscribe()

@@ -91,11 +91,15 @@ def install_actions(settings: Settings, repo: str, branch: str, url: str | None)
 
 
 def _local_statuses(settings: Settings, repo: str) -> list[dict[str, Any]]:
-    from server.store import Database, SqliteStatusStore
+    from server.state import open_state
 
-    if not settings.jobs_db.exists():
+    if not settings.queue_url and not settings.jobs_db.exists():
         return []
-    return [s.to_dict() for s in SqliteStatusStore(Database(settings.jobs_db)).list_statuses(repo)]
+    state = open_state(settings, "cli")
+    try:
+        return [s.to_dict() for s in state.store.list_statuses(repo)]
+    finally:
+        state.close()
 
 
 def _print_status(status: dict[str, Any]) -> None:

@@ -23,9 +23,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lakehook.errors import LeaseLost
 from server.store import Database
@@ -117,11 +118,89 @@ def _job(row: Any) -> Job:
     )
 
 
+def holder_name(thread: str) -> str:
+    """A worker's name in the queue: ``<pid>:<thread>`` (the supervisor reads the pid)."""
+    return f"{os.getpid()}:{thread}"
+
+
+def supersedes(kind: str, pending: str) -> bool:
+    """Whether a new job of ``kind`` replaces the kind of the ref's pending job."""
+    return _PRECEDENCE.get(kind, 0) >= _PRECEDENCE.get(pending, 0) or (
+        pending.startswith("delete") and not kind.startswith("delete")
+    )
+
+
+class Queue(Protocol):
+    """What workers, the supervisor, the reconciler and the intake need of a job queue:
+    ``JobQueue`` (SQLite, one server) or ``server.pgjobs.PgJobQueue`` (PostgreSQL, replicas).
+    """
+
+    lease_seconds: float
+
+    def worker_name(self, thread: str) -> str: ...
+
+    def enqueue(
+        self,
+        repo: str,
+        ref_type: str,
+        ref: str,
+        kind: str,
+        args: Mapping[str, Any] | None = None,
+        event: str = "",
+    ) -> tuple[int, bool]: ...
+
+    def claim(self, worker: str) -> Job | None: ...
+
+    def has_due(self) -> bool: ...
+
+    def running(self) -> list[Job]: ...
+
+    def renew(self, job_id: int, worker: str, generation: int | None = None) -> bool: ...
+
+    def holds(self, job_id: int, generation: int) -> bool: ...
+
+    def complete(self, job_id: int, worker: str, generation: int | None = None) -> bool: ...
+
+    def fail(self, job_id: int, worker: str, error: str, generation: int | None = None) -> bool: ...
+
+    def end_quarantined(
+        self, job_id: int, worker: str, error: str, generation: int | None = None
+    ) -> bool: ...
+
+    def retry_later(
+        self, job_id: int, worker: str, delay: float, error: str, generation: int | None = None
+    ) -> bool: ...
+
+    def release(self, job_id: int, worker: str, generation: int, error: str) -> bool: ...
+
+    def recover(self) -> int: ...
+
+    def active_refs(self, repo: str) -> set[tuple[str, str]]: ...
+
+    def get(self, job_id: int) -> Job | None: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def recent(self, repo: str | None = None, limit: int = 50) -> list[Job]: ...
+
+    def sweep_lock(self) -> AbstractContextManager[bool]: ...
+
+
 class JobQueue:
+    """``Queue`` on the SQLite state database: the processes of one server."""
+
     def __init__(self, db: Database, lease_seconds: float = 120.0) -> None:
         self.db = db
         self.lease_seconds = lease_seconds
         self.worker_id = f"{os.getpid()}"
+
+    def worker_name(self, thread: str) -> str:
+        return holder_name(thread)
+
+    @contextmanager
+    def sweep_lock(self) -> Iterator[bool]:
+        """One server has one reconciler process: it may always sweep."""
+        yield True
 
     def enqueue(
         self,
@@ -141,9 +220,7 @@ class JobQueue:
                 (repo, ref_type, ref, PENDING),
             ).fetchone()
             if pending is not None:
-                if _PRECEDENCE.get(kind, 0) >= _PRECEDENCE.get(pending["kind"], 0) or (
-                    pending["kind"].startswith("delete") and not kind.startswith("delete")
-                ):
+                if supersedes(kind, pending["kind"]):
                     # an event makes a job waiting for a retry due at once; a reconcile sweep
                     # keeps its backoff (it would otherwise reset it every sweep)
                     db.execute(
@@ -339,7 +416,7 @@ class Lease:
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: Queue,
         job: Job,
         worker: str,
         clock: Callable[[], float] = time.monotonic,

@@ -20,14 +20,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakehook.errors import TerminalError
 from lakehook.failures import INPUT
 from lakehook.settings import Settings
 from pipeline.model import RefStatus
+from pipeline.ports import StatusStore
 from server.jobs import PENDING, QUARANTINED, RUNNING, Job
 from server.store import Database, SqliteStatusStore
+
+if TYPE_CHECKING:
+    from server.pgstore import PgDatabase
 
 MEMORY, TIME, KILLED, CRASHED = "memory", "time", "killed", "crashed"
 MAX_DEATHS = 2  # the job is retried once; the second death on one head quarantines it
@@ -104,9 +108,19 @@ def explain(death: Death, dataset: str, settings: Settings, deaths: int) -> tupl
 class Quarantine:
     """The quarantine rule on the shared database (``job_fault`` and ``quarantine`` tables)."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database | PgDatabase,
+        settings: Settings,
+        store: StatusStore | None = None,
+    ) -> None:
+        """``db``: the state database (SQLite, or PostgreSQL shared by replicas);
+        ``store``: its status store (default: the SQLite one on ``db``)."""
         self.db, self.settings = db, settings
-        self.store = SqliteStatusStore(db)
+        if store is None:
+            assert isinstance(db, Database), "a PostgreSQL state database needs its store"
+            store = SqliteStatusStore(db)
+        self.store = store
 
     def record_progress(self, job_id: int, head: str, source_commit: str, dataset: str) -> None:
         """The worker of ``job_id`` is about to process ``dataset`` of ``head``."""
@@ -178,7 +192,10 @@ class Quarantine:
             error = self._error(job, progress, death, message, hint)
             if quarantine and progress.head:
                 db.execute(
-                    "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (repo, ref_type, ref, head) DO UPDATE SET "
+                    "job_id=excluded.job_id, reason=excluded.reason, "
+                    "created_at=excluded.created_at",
                     (
                         job.repo,
                         job.ref_type,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lakehook.settings import Settings
-from server.jobs import QUARANTINED, JobQueue
+from server.jobs import QUARANTINED, Queue
 from server.metrics import Metrics
 from server.quarantine import CRASHED, KILLED, MEMORY, TIME, Death, Quarantine
 from server.worker_main import EXIT_MEMORY, RECONCILER, WORKER
@@ -156,7 +156,7 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        queue: JobQueue,
+        queue: Queue,
         quarantine: Quarantine,
         metrics: Metrics,
         spawn: Spawn | None = None,
@@ -264,7 +264,7 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """SIGTERM every process (a worker finishes its job), SIGKILL what is left after
-        ``STOP_GRACE``. Their jobs are taken up by the next start (``JobQueue.recover``)."""
+        ``STOP_GRACE``. Their jobs are taken up by the next start (``Queue.recover``)."""
         with self._lock:
             alive = [s.process for s in self.slots if s.process is not None]
             for process in alive:

@@ -27,7 +27,6 @@ whose head differs from what was last recorded (so a lost webhook is caught), an
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -52,7 +51,7 @@ from pipeline.model import RefStatus
 from pipeline.ports import LakeFS, Processor, StatusStore
 from pipeline.provenance import WORKING_PREFIX, is_working_branch_name
 from server.actions import has_actions
-from server.jobs import Job, JobQueue, Lease
+from server.jobs import Job, Lease, Queue
 from server.metrics import Metrics
 from server.quarantine import Quarantine, Quarantined
 
@@ -123,7 +122,7 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
     def __init__(
         self,
         bus: Any,
-        queue: JobQueue,
+        queue: Queue,
         processor: Processor,
         store: StatusStore,
         settings: Settings,
@@ -181,7 +180,7 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         self.quarantine.record_progress(job.id, head, source_commit, raw_path)
 
     def _loop(self) -> None:
-        worker = f"{os.getpid()}:{threading.current_thread().name}"
+        worker = self.queue.worker_name(threading.current_thread().name)
         poll = self.settings.queue_poll_interval
         while not self._stop.is_set():
             job = None
@@ -370,7 +369,7 @@ class Reconciler:
     def __init__(
         self,
         lakefs: LakeFS,
-        queue: JobQueue,
+        queue: Queue,
         store: StatusStore,
         metrics: Metrics,
         wake: Any = None,
@@ -416,7 +415,14 @@ class Reconciler:
         """
         jobs: list[int] = []
         try:
-            jobs = self._sweep_repo(repo, branch) if repo else self._sweep_all()
+            if repo:
+                jobs = self._sweep_repo(repo, branch)
+            else:
+                with self.queue.sweep_lock() as mine:
+                    if not mine:  # another replica's reconciler is sweeping
+                        self.metrics.sweeps.labels("skipped").inc()
+                        return jobs
+                    jobs = self._sweep_all()
         except Exception as err:
             self.metrics.sweeps.labels("error").inc()
             self.metrics.reconcile_errors.inc()

@@ -111,15 +111,12 @@ def main(
 
 
 def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> None:
-    from server.jobs import JobQueue
     from server.metrics import Metrics
-    from server.quarantine import Quarantine
-    from server.store import Database, SqliteStatusStore
+    from server.state import open_state
     from server.worker import WorkerPool
 
-    db = Database(settings.jobs_db)
-    store = SqliteStatusStore(db)
-    queue = JobQueue(db, settings.job_lease_seconds)
+    state = open_state(settings, "worker")
+    store, queue = state.store, state.queue
     from pipeline.service import build_processor
 
     processor = build_processor(settings, store)
@@ -131,7 +128,7 @@ def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> Non
         settings,
         Metrics(),
         processor.lakefs,
-        quarantine=Quarantine(db, settings),
+        quarantine=state.quarantine(settings),
         fatal=(MemoryError,),
     )
     processor.before_dataset = pool.before_dataset
@@ -143,17 +140,16 @@ def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> Non
 
 def _reconcile(settings: Settings, stop: threading.Event, ready: Ready | None) -> None:
     from pipeline.service import build_processor
-    from server.jobs import JobQueue
     from server.metrics import Metrics
-    from server.store import Database, SqliteStatusStore
+    from server.state import open_state
     from server.worker import Reconciler
 
-    db = Database(settings.jobs_db)
-    store = SqliteStatusStore(db)
+    state = open_state(settings, "reconciler")
+    store = state.store
     processor = build_processor(settings, store)
     reconciler = Reconciler(
         processor.lakefs,
-        JobQueue(db, settings.job_lease_seconds),
+        state.queue,
         store,
         Metrics(),
         processor=processor,

