@@ -72,6 +72,15 @@ def wait_jobs_settled(server: RunningServer, repo: str) -> list[dict[str, Any]]:
 
 
 def post_event(server: RunningServer, payload: dict[str, Any]) -> int:
+    """POST a webhook body as lakeFS does; its status code."""
+    return gate_answer(server, payload, timeout=10)[0]
+
+
+def gate_answer(
+    server: RunningServer, payload: dict[str, Any], timeout: float = 30
+) -> tuple[int, Any]:
+    """POST a webhook body (for pre-merge: ask lakehook's gate, as lakeFS's hook does) and read
+    the answer: its status code and JSON body (the gate's reasons)."""
     token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
     req = urllib.request.Request(
         f"{server.url}/webhooks/lakefs",
@@ -80,26 +89,14 @@ def post_event(server: RunningServer, payload: dict[str, Any]) -> int:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
-            return int(response.status)
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+            code, body = int(response.status), response.read()
     except urllib.error.HTTPError as err:
-        return int(err.code)
-
-
-def gate_answer(server: RunningServer, payload: dict[str, Any]) -> tuple[int, Any]:
-    """Ask lakehook's gate directly, as lakeFS's pre-merge hook does, and read its reasons."""
-    token = server.env.get("LAKEHOOK_WEBHOOK_TOKEN") or Settings.load().webhook_token
-    req = urllib.request.Request(
-        f"{server.url}/webhooks/lakefs",
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "X-Lakehook-Token": token},
-        method="POST",
-    )
+        code, body = int(err.code), err.read()
     try:
-        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
-            return int(response.status), json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return int(err.code), json.loads(err.read())
+        return code, json.loads(body or b"null")
+    except ValueError:
+        return code, body.decode(errors="replace")
 
 
 def post_commit_event(repo: str, branch: str, commit: str) -> dict[str, Any]:

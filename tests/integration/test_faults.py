@@ -39,7 +39,7 @@ from tests.integration.test_end_to_end import upload_and_commit, wait_state
 if TYPE_CHECKING:
     from lakefs_sdk.client import LakeFSClient
 
-pytestmark = [pytest.mark.stack, pytest.mark.faults]
+pytestmark = [pytest.mark.stack, pytest.mark.faults]  # part of make test
 
 FILES = generate_study(patients=30, seed=12)
 ARMED = {"LAKEHOOK_TESTING": "1", "LAKEHOOK_WORKERS": "1"}
