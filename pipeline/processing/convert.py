@@ -32,7 +32,7 @@ from lakehook.errors import InputError
 from pipeline import naming
 from pipeline.model import OutputColumn
 from pipeline.processing.contents import MAX_COLUMNS, DatasetContents
-from pipeline.processing.keys import KeyHasher
+from pipeline.processing.keys import EncodedColumn, KeyHasher
 from pipeline.processing.types import VARCHAR, ColumnType, convert
 
 BLOCK_SIZE = 16 << 20  # bytes of CSV per read block; also the largest field accepted
@@ -289,7 +289,7 @@ def convert_file(
     rows = 0
     try:
 
-        def parse(chunk: bytes) -> pa.RecordBatch:
+        def parse(chunk: bytes) -> pa.Table:
             try:  # blocks of 1/4 of a piece: parsed on every core
                 table = pacsv.read_csv(
                     pa.BufferReader(chunk),
@@ -310,19 +310,22 @@ def convert_file(
                     parse_options=parse_options,
                     convert_options=convert_options,
                 )
-            table = table.combine_chunks()
-            return pa.RecordBatch.from_arrays(
-                [c.chunk(0) if c.num_chunks else pa.array([], c.type) for c in table.columns],
-                names=table.column_names,
-            )
+            return table  # one record batch per parsed block: typed and keyed as they are
 
         chunks = _record_chunks(csv_path, header_size, block_size)
         for batch in _batches(chunks, parse):
             arrays = []
+            encoded: dict[int, EncodedColumn] = {}  # key columns shared by several keys
             for col in layout.columns:
                 if col.key is not None:
+                    for i, ctype in zip(col.key_indexes, col.key_types, strict=True):
+                        if i not in encoded:
+                            encoded[i] = EncodedColumn.of(batch.column(i), ctype)
                     arrays.append(
-                        hashers[col.key].compute([batch.column(i) for i in col.key_indexes])
+                        hashers[col.key].compute_encoded(
+                            [encoded[i] for i in col.key_indexes],
+                            [batch.column(i) for i in col.key_indexes],
+                        )
                     )
                 elif col.source_index is None:
                     arrays.append(pa.nulls(batch.num_rows, col.ctype.arrow))
@@ -363,7 +366,8 @@ def _record_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
     A piece is cut after the last newline outside quotes. One pass over the bytes: each block
     read is scanned once, the quote parity of the carried tail is kept (never recounted), so
     the work is linear whatever the quoting. A record longer than ``size`` (an enormous field
-    or an unterminated quote) is a structural error.
+    or an unterminated quote) is a structural error. Each piece is copied once (the carried
+    tail and the block's records joined).
     """
     with path.open("rb") as raw:
         raw.seek(offset)
@@ -378,10 +382,10 @@ def _record_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
                 inside = inside_after
                 continue
             if carry:  # the record carried over must end within the limit too
-                first, _ = first_record_end(data, inside)
+                first, _ = _scan_first(data, inside)
                 if len(carry) + first + 1 > size:
                     raise pa.ArrowInvalid("a record straddles the block limit")
-            yield carry + data[: cut + 1]
+            yield b"".join((carry, memoryview(data)[: cut + 1]))
             carry = data[cut + 1 :]
             inside = inside_after
         if inside:  # the file ends inside quotes: pyarrow would take the rest as one field
@@ -400,6 +404,15 @@ def first_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
 
     ``inside`` is the state before ``data``. Vectorised in windows: linear, bounded memory.
     """
+    first, state = _scan_first(data, inside)
+    if first == -1:
+        return -1, state
+    return first, inside ^ _odd_quotes(data)
+
+
+def _scan_first(data: bytes, inside: bool) -> tuple[int, bool]:
+    """The first newline of ``data`` outside quotes (-1: none) and the quote state where the
+    scan stopped (at the end of ``data`` when there is none)."""
     state = inside
     for start in range(0, len(data), _WINDOW):
         window = np.frombuffer(data, np.uint8, min(_WINDOW, len(data) - start), start)
@@ -408,9 +421,15 @@ def first_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
         outside = (parity.astype(np.bool_) == state) & (window == _NEWLINE)
         hits = np.flatnonzero(outside)
         if hits.size:
-            return start + int(hits[0]), inside ^ bool(data.count(b'"') & 1)
+            return start + int(hits[0]), state
         state ^= bool(parity[-1])
     return -1, state
+
+
+def _odd_quotes(data: bytes) -> bool:
+    """Whether ``data`` holds an odd number of double quotes (a byte search first: most CSV
+    pieces hold none, and finding that is far cheaper than counting)."""
+    return b'"' in data and bool(data.count(b'"') & 1)
 
 
 def last_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
@@ -419,7 +438,7 @@ def last_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
     ``inside`` is the state before ``data``. The end state comes from one count; windows are
     then scanned backwards from the end (usually one), so the work is linear and bounded.
     """
-    end_state = inside ^ bool(data.count(b'"') & 1)
+    end_state = inside ^ _odd_quotes(data)
     state = end_state  # the state after the window being scanned
     stop = len(data)
     width = _WINDOW
@@ -439,16 +458,17 @@ def last_record_end(data: bytes, inside: bool) -> tuple[int, bool]:
 
 
 def _batches(
-    chunks: Iterator[bytes], parse: Callable[[bytes], pa.RecordBatch], ahead: int = 1
+    chunks: Iterator[bytes], parse: Callable[[bytes], pa.Table], ahead: int = 1
 ) -> Iterator[pa.RecordBatch]:
-    """Parsed, non-empty batches of ``chunks``, read and parsed ``ahead`` pieces ahead.
+    """The non-empty record batches of ``chunks`` parsed, read and parsed ``ahead`` pieces ahead.
 
     A background thread reads the next pieces and parses them (pyarrow parses on both cores
     and releases the GIL) while the caller types and keys this one. The queue is bounded, so
     memory stays a few pieces whatever the file size -- unlike pyarrow's own streaming reader,
-    whose read-ahead is not bounded by the consumer (it held 0.5 GiB of a 0.5 GB file).
+    whose read-ahead is not bounded by the consumer (it held 0.5 GiB of a 0.5 GB file). A
+    piece's batches (one per parsed block) are handed over as they are, never concatenated.
     """
-    queue: Queue[pa.RecordBatch | BaseException | None] = Queue(maxsize=ahead)
+    queue: Queue[pa.Table | BaseException | None] = Queue(maxsize=ahead)
     stop = threading.Event()
 
     def pump() -> None:
@@ -456,9 +476,9 @@ def _batches(
             for chunk in chunks:
                 if stop.is_set():
                     return
-                batch = parse(chunk)
-                if batch.num_rows:
-                    queue.put(batch)
+                table = parse(chunk)
+                if table.num_rows:
+                    queue.put(table)
         except BaseException as err:  # handed to the consumer, raised there
             queue.put(err)
             return
@@ -470,7 +490,9 @@ def _batches(
         while (item := queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            for batch in item.to_batches():
+                if batch.num_rows:
+                    yield batch
     finally:
         stop.set()
         while thread.is_alive():  # unblock a pump waiting on a full queue, then let it end

@@ -17,7 +17,9 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import NoReturn
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -124,6 +126,30 @@ def surrogate_key(
 
 
 _CODE_LIMIT = 1 << 62  # row codes (mixed-radix dictionary indexes) must fit in an int64
+_DIGEST = np.dtype([("key", ">i8"), ("check", ">u8")])  # the first 16 bytes of a sha256
+
+
+@dataclass(frozen=True)
+class EncodedColumn:
+    """One natural key column of a batch, dictionary-encoded: each row's index into the
+    distinct values, and the canonical part of each distinct value (None: missing/invalid).
+
+    Several keys sharing a column (``STUDYID``, ``USUBJID``) share one encoding per batch.
+    """
+
+    indices: pa.Array  # int64, one per row (null where the field is empty)
+    parts: list[str | None]
+    usable: pa.Array  # bool per row: the row's part exists
+
+    @classmethod
+    def of(cls, column: pa.Array | pa.ChunkedArray, ctype: ColumnType | None) -> EncodedColumn:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = pc.dictionary_encode(column)
+        parts = parts_of(encoded.dictionary, ctype)
+        indices = pc.cast(encoded.indices, pa.int64())
+        usable = pc.take(pa.array([p is not None for p in parts], pa.bool_()), indices)
+        return cls(indices, parts, usable)
 
 
 @dataclass
@@ -133,7 +159,8 @@ class KeyHasher:
     Per batch, each natural key column is dictionary-encoded by Arrow and only its *distinct*
     values are canonicalised in Python (few: subjects, visit numbers). A row's natural key
     becomes one integer code (its dictionary indexes in mixed radix), Arrow finds the distinct
-    codes, and only those are turned into canonical strings and hashed. Memory across batches
+    codes, and only those are turned into canonical strings and hashed (one sha256 each; the
+    digests are read by numpy, the check runs on whole dicts). Memory across batches
     is one ``int -> int`` entry per distinct key (the key and the next 8 bytes of its digest):
     two different natural keys with the same surrogate key differ there with certainty short
     of a 2^-64 accident, and the run stops with ``KeyCollision``.
@@ -144,48 +171,53 @@ class KeyHasher:
     _seen: dict[int, int] = field(default_factory=dict)
     missing: int = 0
 
-    def compute(self, columns: Sequence[pa.Array]) -> pa.Array:
+    def compute(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.Array:
         """The ``<key>_sk`` array for natural key ``columns`` (CSV text, null = empty)."""
-        columns = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns]
-        prefix = canonical(self.key, [])
-        parts_per_column: list[list[str | None]] = []
+        encoded = [EncodedColumn.of(c, t) for c, t in zip(columns, self.types, strict=True)]
+        return self.compute_encoded(encoded, columns)
+
+    def compute_encoded(
+        self,
+        encoded: Sequence[EncodedColumn],
+        columns: Sequence[pa.Array | pa.ChunkedArray],
+    ) -> pa.Array:
+        """``compute`` for columns already encoded (``EncodedColumn.of`` each of ``columns``)."""
         codes: pa.Array | None = None
         valid: pa.Array | None = None
         radix = 1
-        for column, ctype in zip(columns, self.types, strict=True):
-            encoded = pc.dictionary_encode(column)
-            parts = parts_of(encoded.dictionary, ctype)
-            parts_per_column.append(parts)
-            indexes = pc.cast(encoded.indices, pa.int64())
-            usable = pc.take(pa.array([p is not None for p in parts], pa.bool_()), indexes)
-            valid = usable if valid is None else pc.and_(valid, usable)
-            size = max(len(parts), 1)
+        for column in encoded:
+            valid = column.usable if valid is None else pc.and_(valid, column.usable)
+            size = max(len(column.parts), 1)
             radix *= size
             if radix >= _CODE_LIMIT:  # > 2^62 combinations in one batch: row by row
                 return self._by_rows(columns)
+            indexes = column.indices
             codes = indexes if codes is None else pc.add(pc.multiply(codes, size), indexes)
         if codes is None or valid is None:  # pragma: no cover - a key has at least one column
             raise ValueError(f"key {self.key!r} has no columns")
         codes = pc.if_else(pc.fill_null(valid, False), codes, pa.scalar(None, pa.int64()))
-        distinct = pc.drop_null(pc.unique(codes))
+        rows = pc.dictionary_encode(codes)  # the distinct codes and each row's index into them
+        distinct = rows.dictionary
         # canonical strings of the distinct keys only: decode each code back into its
         # dictionary indexes (mixed radix) and join the columns' "len:part" pieces
         pieces = []
         rest = distinct
-        for parts in reversed(parts_per_column):
-            size = max(len(parts), 1)
+        for column in reversed(encoded):
+            size = max(len(column.parts), 1)
             quotient = pc.divide(rest, size)
             index = pc.subtract(rest, pc.multiply(quotient, size))
-            texts = pa.array([None if p is None else f"{len(p)}:{p}" for p in parts], pa.string())
+            texts = pa.array(
+                [None if p is None else f"{len(p)}:{p}" for p in column.parts], pa.string()
+            )
             pieces.append(pc.take(texts, index))
             rest = quotient
-        joined = pc.binary_join_element_wise(prefix, *reversed(pieces), "|")
-        values = [self._hash(text) for text in joined.to_pylist()]
-        keys = pc.take(pa.array(values, pa.int64()), pc.index_in(codes, value_set=distinct))
+        joined = pc.binary_join_element_wise(canonical(self.key, []), *reversed(pieces), "|")
+        values = self._hash_all(pc.cast(joined, pa.binary()).to_pylist())
+        keys = pc.take(values, rows.indices)
         self.missing += int(keys.null_count)
         return keys
 
-    def _by_rows(self, columns: Sequence[pa.Array]) -> pa.Array:
+    def _by_rows(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.Array:
         per_column = [parts_of(c, t) for c, t in zip(columns, self.types, strict=True)]
         values: list[int | None] = []
         for parts in zip(*per_column, strict=True):
@@ -197,14 +229,35 @@ class KeyHasher:
         self.missing += int(keys.null_count)
         return keys
 
+    def _hash_all(self, texts: list[bytes]) -> pa.Array:
+        """The keys of canonical ``texts`` (UTF-8), checked against every key of the run."""
+        sha256 = hashlib.sha256
+        digests = np.frombuffer(b"".join([sha256(t).digest()[:16] for t in texts]), _DIGEST)
+        values: list[int] = digests["key"].tolist()
+        checks: list[int] = digests["check"].tolist()
+        batch = dict(zip(values, checks, strict=True))
+        if len(batch) < len(values):  # the same key twice: the same text, or a collision
+            for text in texts:
+                self._hash(text.decode("utf-8"))
+        else:
+            seen = self._seen
+            for value in batch.keys() & seen.keys():
+                if seen[value] != batch[value]:
+                    self._collision(texts[values.index(value)].decode("utf-8"), value)
+            seen.update(batch)
+        return pa.array(digests["key"].astype(np.int64), pa.int64())
+
     def _hash(self, text: str) -> int:
         digest = hashlib.sha256(text.encode("utf-8")).digest()
         value = int.from_bytes(digest[:8], "big", signed=True)
         check = int.from_bytes(digest[8:16], "big")
         earlier = self._seen.setdefault(value, check)
         if earlier != check:
-            raise KeyCollision(
-                f"key {self.key!r}: natural key {text!r} shares surrogate key {value} with "
-                "another natural key of this run"
-            )
+            self._collision(text, value)
         return value
+
+    def _collision(self, text: str, value: int) -> NoReturn:
+        raise KeyCollision(
+            f"key {self.key!r}: natural key {text!r} shares surrogate key {value} with "
+            "another natural key of this run"
+        )

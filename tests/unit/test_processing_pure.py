@@ -240,6 +240,36 @@ def test_row_by_row_fallback_gives_the_same_keys(monkeypatch: pytest.MonkeyPatch
     assert slow_hasher.missing == 1
 
 
+def test_fields_with_one_canonical_part_share_a_key_within_a_batch() -> None:
+    # "a"/"A " and "1"/"1.0" are different field values with the same canonical part: the same
+    # canonical string twice among a batch's distinct codes is not a collision
+    double = parse_declared("double")
+    hasher = keys.KeyHasher("visit", (None, None, double))
+    columns = [pa.array(["S", "S", "S"]), pa.array(["a", "A ", "b"]), pa.array(["1", "1.0", "1"])]
+    out = hasher.compute(columns).to_pylist()
+    assert out[0] == out[1] == keys.surrogate_key("visit", ["S", "a", "1"], [None, None, double])
+    assert out[2] != out[0]
+    assert len(hasher._seen) == 2
+
+
+def test_a_collision_within_one_batch_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    real = hashlib.sha256
+
+    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
+        def __init__(self, data: bytes) -> None:
+            self._digest = bytes(8) + real(data).digest()[8:]
+
+        def digest(self) -> bytes:
+            return self._digest
+
+    monkeypatch.setattr(keys.hashlib, "sha256", SameFirstBytes)
+    hasher = keys.KeyHasher("patient", (None,))
+    with pytest.raises(KeyCollision, match="shares surrogate key 0"):
+        hasher.compute([pa.array(["A", "B"])])
+
+
 def test_two_natural_keys_with_one_surrogate_key_stop_the_run() -> None:
     hasher = keys.KeyHasher("patient", (None,))
     first = hasher.compute([pa.array(["A"])]).to_pylist()[0]
