@@ -502,6 +502,20 @@ class DemoResult:
     branch_ready_seconds: float
 
 
+def demo_settings(settings: Settings, start_stack: bool) -> Settings:
+    """The settings the demo runs with: on the local stack (``start_stack``), its Marquez too.
+
+    ``make demo`` runs without ``lakehook stack env`` in the environment; the stack it starts
+    has Marquez, so the demo's server delivers lineage there and each act ends with the URL
+    of a table's lineage graph in the Marquez web UI.
+    """
+    if not start_stack:
+        return settings
+    from lakehook.stack.commands import stack_settings
+
+    return stack_settings(settings)
+
+
 def run_demo(
     settings: Settings,
     repo: str | None = None,
@@ -519,6 +533,7 @@ def run_demo(
     from pipeline.metastore.ddl import identifier
 
     repo = repo or f"cdisc-pilot-{time.strftime('%m%d-%H%M%S')}"
+    settings = demo_settings(settings, start_stack)
     ui = settings.lakefs_url.rstrip("/")
     lakefs = LakeFSClient.from_settings(settings)
 

@@ -2,7 +2,7 @@
 
 No I/O and no clock: every function takes the time it stamps. A table run is one run of job
 ``lakehook`` / ``<repo>.<table>`` (START, then COMPLETE or FAIL) with the raw CSV and the
-contents file as inputs and the table as output; a commit run (job ``<repo>.process-commit``)
+contents file as inputs and the table as output; a commit run (job ``<repo>``)
 is the parent of the table runs of one processed source commit; an ingestion run (job
 ``<repo>.ingest``, one COMPLETE event) is the lakeFS commit itself, whose outputs are the raw
 CSVs, so the graph reads ingestion -> raw CSV -> table job -> table. Every dataset carries a
@@ -449,11 +449,14 @@ def _inputs(plan: TablePlan, manifest: TableManifest | None = None) -> list[Inpu
         "version": _version(plan.source_commit),
         "dataSource": _source(raw),
     }
+    raw_facets = dict(version)
+    if manifest is not None:
+        raw_facets["schema"] = _raw_schema(manifest.columns)
     return [
         InputDataset(
             namespace=raw.namespace,
             name=raw.name,
-            facets=dict(version),
+            facets=raw_facets,
             inputFacets=raw_input_facets,
         ),
         InputDataset(namespace=contents.namespace, name=contents.name, facets=dict(version)),
@@ -518,6 +521,26 @@ def _schema(columns: Sequence[OutputColumn]) -> schema_dataset.SchemaDatasetFace
                 ordinal_position=position,
             )
             for position, column in enumerate(columns, start=1)
+        ],
+        producer=PRODUCER,
+    )
+
+
+def _raw_schema(columns: Sequence[OutputColumn]) -> schema_dataset.SchemaDatasetFacet:
+    """The raw CSV's columns that the table read (text; the declared type in the description).
+
+    Marquez joins column lineage only to input fields it knows, so the raw dataset must name
+    the fields the table's ``columnLineage`` points at.
+    """
+    return schema_dataset.SchemaDatasetFacet(
+        fields=[
+            schema_dataset.SchemaDatasetFacetFields(
+                name=column.source,
+                type="string",
+                description=f"declared {column.declared!r}" if column.declared else None,
+            )
+            for column in columns
+            if column.source is not None
         ],
         producer=PRODUCER,
     )

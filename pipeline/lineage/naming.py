@@ -22,11 +22,17 @@ commits; *which* commit is recorded in the dataset-version facet. The symlinks c
 catalog names, as Spark does for Hive tables, so a Trino OpenLineage listener configured with
 the same ``trino://host:port`` joins too.
 
-Job names: ``lakehook`` / ``<repo>.<table>`` for a table, ``lakehook`` /
-``<repo>.process-commit`` for the parent run of one processed commit (the hyphen cannot
-occur in a table name, so the two never collide), ``lakehook`` / ``<repo>.ingest`` for the
+Job names: ``lakehook`` / ``<repo>.<table>`` for a table (contract §10), ``lakehook`` /
+``<repo>`` for the parent run of one processed commit, ``lakehook`` / ``<repo>.ingest`` for the
 lakeFS commit that brought the raw data (one run per commit; a table named ``ingest`` would
 share that job name: its runs have other ids and inputs, so the graph stays readable).
+
+Why the parent job is ``<repo>``: Marquez names a job whose run has a parent run
+``<parent job>.<simple name>``, the simple name being the job's name without a leading
+``<parent job>.``. With the parent ``<repo>``, Marquez therefore shows the table job as
+``<repo>.<table>``, the contract's name (a parent ``<repo>.process-commit`` made it
+``<repo>.process-commit.<repo>.<table>``). lakeFS repository names have no ``.``, so
+``<repo>`` never equals another repository's table or ingestion job.
 """
 
 from __future__ import annotations
@@ -40,7 +46,6 @@ from openlineage.client.naming.dataset import S3, Hive, Trino
 from lakehook.settings import Settings
 
 JOB_NAMESPACE = "lakehook"
-COMMIT_JOB_SUFFIX = "process-commit"
 INGEST_JOB_SUFFIX = "ingest"
 DEFAULT_RAW_PREFIX = "raw/"
 DEFAULT_CONTENTS_PATH = "raw/contents.csv"
@@ -150,8 +155,8 @@ def table_job_name(repo: str, table: str) -> str:
 
 
 def commit_job_name(repo: str) -> str:
-    """The parent job of the table runs of one processed commit: ``<repo>.process-commit``."""
-    return f"{repo}.{COMMIT_JOB_SUFFIX}"
+    """The parent job of the table runs of one processed commit: ``<repo>`` (see above)."""
+    return repo
 
 
 def ingest_job_name(repo: str) -> str:

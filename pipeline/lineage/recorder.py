@@ -9,7 +9,7 @@
             run.finish(table_run)                      # COMPLETE, or FAIL if table_run.error
     # an exception inside a table run: FAIL with the error, then the exception propagates
 
-The commit run (job ``<repo>.process-commit``) is the parent of its table runs; the ingestion
+The commit run (job ``<repo>``) is the parent of its table runs; the ingestion
 run of the commit (job ``<repo>.ingest``) and the commit run's START are sent with the first
 table run and its COMPLETE (FAIL when a table failed) when it exits, so a
 reconcile that processes nothing sends nothing. Every emission goes through ``_emit``, which

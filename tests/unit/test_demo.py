@@ -98,3 +98,16 @@ def test_each_act_names_the_lineage_graph_when_marquez_is_set() -> None:
     )
     assert hint.startswith("; lineage of dm: http")
     assert "study" in hint
+
+
+def test_make_demo_uses_the_stacks_marquez_and_names_the_lineage_graph() -> None:
+    from lakehook.settings import Settings
+
+    bare = Settings.load({})  # `make demo`: no LAKEHOOK_MARQUEZ_URL in the environment
+    on_stack = demo.demo_settings(bare, start_stack=True)
+    assert on_stack.marquez_url == "http://127.0.0.1:5000"
+    assert demo.settings_env(on_stack)["LAKEHOOK_MARQUEZ_URL"] == "http://127.0.0.1:5000"
+    assert demo._lineage_hint(on_stack, "study", "dm") == (
+        "; lineage of dm: http://127.0.0.1:3000/lineage/dataset/s3%3A%2F%2Fstudy/main%2Ftables%2Fdm"
+    )
+    assert demo.demo_settings(bare, start_stack=False) is bare

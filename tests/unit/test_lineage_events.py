@@ -181,10 +181,19 @@ def test_naming_from_settings_uses_the_configured_endpoints() -> None:
     assert names.hive_table("s", "t").namespace == "hive://hms:9999"
 
 
-def test_commit_job_name_cannot_collide_with_a_table_job() -> None:
-    job = naming.commit_job_name("study")
-    table = job.removeprefix("study.")
-    assert not all(ch.isalnum() or ch == "_" for ch in table)
+def marquez_job_name(job: str, parent: str) -> str:
+    """How Marquez 0.51 names a job whose run has a parent run (OpenLineageDao.buildJobFromEvent
+    strips a leading ``<parent>.`` to get the simple name; the jobs view prefixes the parent)."""
+    simple = job.removeprefix(f"{parent}.")
+    return f"{parent}.{simple}"
+
+
+def test_marquez_shows_a_table_job_under_the_contracts_name() -> None:
+    parent = naming.commit_job_name("study")
+    table_job = naming.table_job_name("study", "dm")
+    assert table_job == "study.dm"  # contract §10
+    assert marquez_job_name(table_job, parent) == "study.dm"  # not study.<parent>.study.dm
+    assert parent not in {table_job, naming.ingest_job_name("study")}
 
 
 # ---- run ids ----------------------------------------------------------------------------------
@@ -267,6 +276,26 @@ def test_complete_event_carries_every_facet_of_contract_10() -> None:
     assert output["outputFacets"]["outputStatistics"]["fileCount"] == 2
 
 
+def test_the_raw_csv_input_names_its_columns_so_marquez_can_draw_column_lineage() -> None:
+    # Marquez's column-lineage graph joins an output field to input fields it knows: without a
+    # schema on the raw CSV, /api/v1/column-lineage answered an empty graph
+    event = as_json(events.table_end_event(sample_run(), NAMES, PARENT))
+    raw, contents = event["inputs"]
+    fields = facets_of(raw)["schema"]["fields"]
+    assert [(f["name"], f["type"]) for f in fields] == [
+        ("STUDYID", "string"),
+        ("USUBJID", "string"),
+        ("AGE", "string"),
+        ("RFSTDTC", "string"),
+        ("Extra Col", "string"),
+    ]
+    assert fields[2]["description"] == "declared 'int'"
+    lineage = facets_of(event["outputs"][0])["columnLineage"]["fields"]
+    named = {f["name"] for f in fields}
+    assert {i["field"] for c in lineage.values() for i in c["inputFields"]} <= named
+    assert "schema" not in facets_of(contents)
+
+
 def test_column_lineage_keys_from_natural_key_columns_others_from_their_raw_column() -> None:
     event = as_json(events.table_end_event(sample_run(), NAMES, PARENT))
     lineage = facets_of(event["outputs"][0])["columnLineage"]["fields"]
@@ -321,7 +350,7 @@ def test_parent_facet_links_the_table_run_to_its_commit_run() -> None:
     assert parent["run"]["runId"] == naming.commit_run_id("study", "c0ffee")
     assert (parent["job"]["namespace"], parent["job"]["name"]) == (
         "lakehook",
-        "study.process-commit",
+        "study",
     )
     assert parent["root"]["run"]["runId"] == parent["run"]["runId"]
     assert event["run"]["facets"]["lakehook_run"]["outputCommit"] == "beef01"
@@ -371,7 +400,7 @@ def test_commit_events(
     end = as_json(events.commit_end_event(PARENT, 2.0, failed, error))
     for event in (start, end):
         assert_valid(event)
-        assert event["job"]["name"] == "study.process-commit"
+        assert event["job"]["name"] == "study"
         assert event["run"]["runId"] == naming.commit_run_id("study", "c0ffee")
     assert start["eventType"] == "START"
     assert end["eventType"] == state

@@ -65,12 +65,12 @@ def test_start_then_complete_nested_in_the_commit_run(
         with commit.table_run("ae", "AE") as ae:
             ae.finish(sample_run(table="ae", dataset="AE", raw_path="raw/AE.csv"))
     assert sink.trace() == [
-        ("study.process-commit", "START"),
+        ("study", "START"),
         ("study.dm", "START"),
         ("study.dm", "COMPLETE"),
         ("study.ae", "START"),
         ("study.ae", "COMPLETE"),
-        ("study.process-commit", "COMPLETE"),
+        ("study", "COMPLETE"),
     ]
     table_ids = {e["run"]["runId"] for e in sink.events if e["job"]["name"] == "study.dm"}
     assert table_ids == {naming.table_run_id("study", "c0ffee", "dm")}
@@ -97,10 +97,10 @@ def test_exception_inside_a_table_run_sends_fail_then_propagates(
     ):
         raise ValueError("bad header")
     assert sink.trace() == [
-        ("study.process-commit", "START"),
+        ("study", "START"),
         ("study.dm", "START"),
         ("study.dm", "FAIL"),
-        ("study.process-commit", "FAIL"),
+        ("study", "FAIL"),
     ]
     error = sink.events[2]["run"]["facets"]["errorMessage"]
     assert error["message"] == "ValueError: bad header"
@@ -114,7 +114,7 @@ def test_a_failed_table_run_fails_the_commit_run(recorder: LineageRecorder, sink
             dm.finish(sample_run(manifest=None, error="raw/DM.csv, line 3: broken quoting"))
         with commit.table_run("ae", "AE") as ae:
             ae.finish(sample_run(table="ae", dataset="AE"))
-    assert sink.trace()[-1] == ("study.process-commit", "FAIL")
+    assert sink.trace()[-1] == ("study", "FAIL")
     assert sink.events[2]["eventType"] == "FAIL"
     assert sink.events[2]["run"]["facets"]["errorMessage"]["message"] == (
         "raw/DM.csv, line 3: broken quoting"
@@ -163,12 +163,12 @@ def test_contexts_entered_and_closed_like_the_service_does(
         for run, table in zip(runs, ("dm", "ae"), strict=True):
             run.finish(sample_run(table=table))
     assert sink.trace() == [
-        ("study.process-commit", "START"),
+        ("study", "START"),
         ("study.dm", "START"),
         ("study.ae", "START"),
         ("study.dm", "COMPLETE"),
         ("study.ae", "COMPLETE"),
-        ("study.process-commit", "COMPLETE"),
+        ("study", "COMPLETE"),
     ]
 
 
@@ -209,7 +209,7 @@ def test_an_event_that_cannot_be_built_is_counted_not_raised(
         run.finish(sample_run(finished_at=float("nan")))  # no valid event time
     assert recorder.failures == 1
     assert ("study.dm", "COMPLETE") not in sink.trace()
-    assert sink.trace()[-1] == ("study.process-commit", "COMPLETE")
+    assert sink.trace()[-1] == ("study", "COMPLETE")
 
 
 def test_record_replays_a_finished_run_with_its_own_times(
@@ -233,10 +233,10 @@ def test_the_ingestion_run_goes_first_with_the_first_table_run(
         dm.finish(sample_run())
     assert sink.trace() == [
         ("study.ingest", "COMPLETE"),
-        ("study.process-commit", "START"),
+        ("study", "START"),
         ("study.dm", "START"),
         ("study.dm", "COMPLETE"),
-        ("study.process-commit", "COMPLETE"),
+        ("study", "COMPLETE"),
     ]
     with recorder.commit_run("study", "main", "c0ffee", INGESTION):
         pass  # nothing processed (a reconcile): no ingestion run either
