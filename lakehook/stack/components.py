@@ -19,6 +19,19 @@ from lakehook.settings import Settings
 from lakehook.stack import install, paths, process, versions
 
 WAREHOUSE_REPO = "lakehook-warehouse"
+
+# Memory bounds: the whole stack stays under 3 GiB of resident memory when idle after the test
+# suite (docs/operations.md has the figures). Trino's heap keeps room for a CTAS over a 1 GB
+# CSV (peak query memory ~170 MB measured, docs/benchmarks.md) with the query limits below.
+TRINO_HEAP = "2G"
+TRINO_QUERY_MEMORY_PER_NODE = "1GB"
+TRINO_HEAP_HEADROOM = "768MB"  # Trino refuses to start unless query memory + headroom <= heap
+HMS_HEAP = "512m"
+LAKEFS_GO_MEMORY_LIMIT = "512MiB"  # GOMEMLIMIT: the Go GC returns memory to stay under it
+LAKEFS_SSTABLE_CACHE_BYTES = 64_000_000  # lakeFS's default 400 MB in-memory range cache
+# JVMs give unused heap back to the system: SerialGC shrinks after a full collection when more
+# than MaxHeapFreeRatio % is free; G1 collects after 60 s without a collection and uncommits.
+SHRINKING_SERIAL_HEAP = ("-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=30")
 JAVA_CANDIDATES = ("/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/temurin-24-jdk-amd64")
 JAVA17_CANDIDATES = ("/usr/lib/jvm/java-17-openjdk-amd64", *JAVA_CANDIDATES)
 
@@ -132,6 +145,7 @@ class LakeFS(Component):
             "actions": {"enabled": True, "env": {"enabled": True, "prefix": "LAKEFSACTION_"}},
             "stats": {"enabled": False},
             "usage_report": {"enabled": False},
+            "committed": {"sstable": {"memory": {"cache_size_bytes": LAKEFS_SSTABLE_CACHE_BYTES}}},
         }
         (etc / "config.yaml").write_text(json.dumps(config, indent=1))
 
@@ -146,6 +160,7 @@ class LakeFS(Component):
     def env(self) -> dict[str, str]:
         env = super().env()
         env["LAKEFSACTION_LAKEHOOK_TOKEN"] = self.settings.webhook_token
+        env["GOMEMLIMIT"] = LAKEFS_GO_MEMORY_LIMIT
         return env
 
     def ready(self) -> bool:
@@ -207,8 +222,9 @@ class HiveMetastore(Component):
         ]
         return [
             str(java),
-            "-Xmx768m",
-            "-XX:+UseSerialGC",
+            "-Xms64m",
+            f"-Xmx{HMS_HEAP}",
+            *SHRINKING_SERIAL_HEAP,
             *opens,
             "-cp",
             f"{paths.etc_dir(self.name)}:{lib}/*",
@@ -255,9 +271,9 @@ class Trino(Component):
                 "node-scheduler.include-coordinator": "true",
                 "http-server.http.port": str(self.port),
                 "discovery.uri": f"http://127.0.0.1:{self.port}",
-                "query.max-memory": "1GB",
-                "query.max-memory-per-node": "1GB",
-                "memory.heap-headroom-per-node": "768MB",
+                "query.max-memory": TRINO_QUERY_MEMORY_PER_NODE,  # one node
+                "query.max-memory-per-node": TRINO_QUERY_MEMORY_PER_NODE,
+                "memory.heap-headroom-per-node": TRINO_HEAP_HEADROOM,
                 "experimental.concurrent-startup": "true",
                 "task.concurrency": "2",
             },
@@ -280,9 +296,10 @@ class Trino(Component):
             (etc / name).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         jvm = [
             "-server",
-            "-Xmx3G",
-            "-Xms1G",
+            f"-Xmx{TRINO_HEAP}",
+            "-Xms256M",
             "-XX:+UseG1GC",
+            "-XX:G1PeriodicGCInterval=60000",
             "-XX:G1HeapRegionSize=32M",
             "-XX:+ExplicitGCInvokesConcurrent",
             "-XX:+ExitOnOutOfMemoryError",
@@ -537,7 +554,7 @@ class Marquez(Component):
             str(java),
             "-Xms64m",
             f"-Xmx{versions.MARQUEZ_HEAP}",
-            "-XX:+UseSerialGC",
+            *SHRINKING_SERIAL_HEAP,
             "-XX:TieredStopAtLevel=1",
             "-jar",
             str(install.marquez_jar()),

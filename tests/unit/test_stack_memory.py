@@ -1,0 +1,71 @@
+"""The stack's memory bounds as its components are configured (docs/operations.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lakehook.settings import Settings
+from lakehook.stack import components, paths, versions
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LAKEHOOK_STACK_DIR", str(tmp_path / "stack"))
+    return Settings.load({})
+
+
+def size_mib(text: str) -> int:
+    """``2G``, ``768MB``, ``512m``, ``512MiB`` -> MiB."""
+    match = re.fullmatch(r"(\d+)\s*([GgMm])(?:i?B)?", text)
+    assert match, text
+    return int(match[1]) * (1024 if match[2] in "Gg" else 1)
+
+
+def flag(argv: list[str], prefix: str) -> str:
+    (value,) = [a.removeprefix(prefix) for a in argv if a.startswith(prefix)]
+    return value
+
+
+def test_trino_heap_fits_its_query_memory_and_the_engine_benchmark(settings: Settings) -> None:
+    trino = components.Trino(settings)
+    trino.configure()
+    etc = paths.etc_dir("trino")
+    jvm = (etc / "jvm.config").read_text().splitlines()
+    config = dict(
+        line.split("=", 1) for line in (etc / "config.properties").read_text().splitlines()
+    )
+    heap = size_mib(flag(jvm, "-Xmx"))
+    query = size_mib(config["query.max-memory-per-node"])
+    headroom = size_mib(config["memory.heap-headroom-per-node"])
+    assert query + headroom <= heap  # else Trino refuses to start
+    assert heap >= 2048  # a CTAS over a 1 GB CSV (docs/benchmarks.md) needs no less
+    assert heap <= 2048  # the stack's idle total stays under 3 GiB
+    assert "-XX:G1PeriodicGCInterval=60000" in jvm  # idle heap goes back to the system
+
+
+def test_jvms_and_lakefs_are_bounded(settings: Settings) -> None:
+    hms = components.HiveMetastore(settings).argv()
+    marquez = components.Marquez(settings).argv()
+    assert size_mib(flag(hms, "-Xmx")) <= 512
+    assert size_mib(flag(marquez, "-Xmx")) <= 256
+    assert flag(marquez, "-Xmx") == versions.MARQUEZ_HEAP
+    for argv in (hms, marquez):
+        assert "-XX:MaxHeapFreeRatio=30" in argv
+    lakefs = components.LakeFS(settings)
+    assert size_mib(lakefs.env()["GOMEMLIMIT"]) <= 512
+    lakefs.configure()
+    config = json.loads((paths.etc_dir("lakefs") / "config.yaml").read_text())
+    assert config["committed"]["sstable"]["memory"]["cache_size_bytes"] <= 64_000_000
+
+
+def test_postgresql_and_marquezs_pool_stay_small(settings: Settings) -> None:
+    argv = components.PostgreSQL(settings).argv()
+    assert "shared_buffers=64MB" in argv
+    template = Path(components.__file__).parent / "templates" / "marquez" / "marquez.yml"
+    text = template.read_text()
+    assert "minSize: 2" in text
+    assert "initialSize: 2" in text
