@@ -427,7 +427,11 @@ class Reconciler:
             self.metrics.sweeps.labels("error").inc()
             self.metrics.reconcile_errors.inc()
             if repo is None:
-                log.exception("reconcile sweep failed")
+                failure = classify(err)
+                if failure.kind == SERVICE:  # an outage: expected weather, said once a sweep
+                    log.warning("reconcile sweep could not finish: %s", failure.message)
+                else:
+                    log.exception("reconcile sweep failed")
                 return jobs
             log.warning("reconcile of %s failed: %s", repo, err)
             raise

@@ -332,6 +332,38 @@ def test_reconciler_counts_errors_and_goes_on(db: Database) -> None:
     assert metrics.reconcile_errors._value.get() == 1
 
 
+def test_a_sweep_during_a_service_outage_warns_without_a_traceback(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(FakeLakeFS):
+        def list_repositories(self) -> list[str]:
+            raise ServiceUnavailable("lakeFS unreachable: connection refused")
+
+    metrics = Metrics()
+    reconciler = Reconciler(Down(), JobQueue(db), SqliteStatusStore(db), metrics)
+    with caplog.at_level("WARNING", logger="lakehook.worker"):
+        assert reconciler.sweep() == []
+    sweeps = [r for r in caplog.records if "sweep" in r.getMessage()]
+    assert sweeps, caplog.text
+    # an outage is expected weather, not a lakehook bug: a warning naming the service, no
+    # traceback every sweep interval for as long as the service is down
+    assert all(r.levelname == "WARNING" and not r.exc_info for r in sweeps), caplog.text
+    assert "lakeFS unreachable" in caplog.text
+    assert metrics.reconcile_errors._value.get() == 1
+
+
+def test_a_sweep_that_hits_a_lakehook_bug_logs_the_traceback(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(FakeLakeFS):
+        def list_repositories(self) -> list[str]:
+            raise ZeroDivisionError("division by zero")
+
+    reconciler = Reconciler(Buggy(), JobQueue(db), SqliteStatusStore(db), Metrics())
+    assert reconciler.sweep() == []
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records), caplog.text
+
+
 def test_reconciler_deletes_working_branches_no_job_needs(db: Database) -> None:
     lakefs = FakeLakeFS()
     lakefs.create_repository("s", "local://s")
