@@ -264,7 +264,7 @@ def test_a_collision_within_one_batch_stops_the_run(monkeypatch: pytest.MonkeyPa
         def digest(self) -> bytes:
             return self._digest
 
-    monkeypatch.setattr(keys.hashlib, "sha256", SameFirstBytes)
+    monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)  # keys looks it up per call
     hasher = keys.KeyHasher("patient", (None,))
     with pytest.raises(KeyCollision, match="shares surrogate key 0"):
         hasher.compute([pa.array(["A", "B"])])
