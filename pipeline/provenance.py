@@ -59,6 +59,7 @@ SIGNATURE_KEY = "lakehook.signature"
 WORKING_PREFIX = "_lakehook-"
 
 MAX_MANIFEST_BYTES = 16 << 20  # a larger "manifest" is not read, and not trusted
+MERGE_CHAIN_DEPTH = 50  # lakehook merges followed down from a head (source_commit_at)
 _COMMIT_DOMAIN = "lakehook-commit-v1"
 _MANIFEST_DOMAIN = b"lakehook-manifest-v1\n"
 
@@ -197,6 +198,27 @@ class Provenance:
         if self.is_lakehook_commit(repo, commit):
             return commit.metadata[SOURCE_COMMIT_KEY]
         return commit.id
+
+    def source_commit_at(self, lakefs: LakeFS, repo: str, commit: Commit) -> str:
+        """The user's commit a branch head stands for, with lakehook's merges followed down.
+
+        A lakehook merge stands for its source commit only when its first parent (the branch
+        as it was when lakeFS merged) stands for that source too. A user commit that landed on
+        the branch while lakehook worked on the previous one is the merge's first parent: the
+        merge then stands for that newer commit, which still needs processing (naming the
+        merge after the older source would hide the newer commit for good).
+        """
+        for _ in range(MERGE_CHAIN_DEPTH):
+            source = self.source_commit_of(repo, commit)
+            if source == commit.id or len(commit.parents) < 2:
+                return source  # a user's commit, or a working-branch commit
+            first = commit.parents[0]
+            if first == source:
+                return source
+            commit = lakefs.get_commit(repo, first)
+            if self.source_commit_of(repo, commit) == source:
+                return source  # lakehook's previous merge of the same source
+        return self.source_commit_of(repo, commit)
 
     # ---- merges -------------------------------------------------------------------------------
     def record_merge(self, repo: str, destination: str, source_commit: str) -> None:

@@ -244,7 +244,7 @@ class BranchService:
             for path, why in sorted(check.rejected.values())
         ]
         commit = self.lakefs.get_commit(repo, head)
-        source_commit = self.provenance.source_commit_of(repo, commit)
+        source_commit = self.provenance.source_commit_at(self.lakefs, repo, commit)
         sync, problems = sync_and_verify(self.metastore, self.lakefs, repo, tag, schema, manifests)
         errors: list[dict[str, Any]] = [
             {"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed

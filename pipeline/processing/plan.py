@@ -277,7 +277,7 @@ def plan_branch(
     """Read the head of ``branch`` and plan its processing."""
     head = lakefs.branch_head(repo, branch)
     commit = lakefs.get_commit(repo, head)
-    source = provenance.source_commit_of(repo, commit)
+    source = provenance.source_commit_at(lakefs, repo, commit)
     check = provenance.check_manifests(lakefs, repo, head)
     manifests = check.trusted
     ready = _ready_branch(lakefs, repo, branch, source, provenance)

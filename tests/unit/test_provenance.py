@@ -429,3 +429,43 @@ def test_a_merge_a_person_made_with_copied_markers_is_not_taken_for_lakehooks(
     lakefs.create_branch(REPO, "other", source)
     merged = lakefs.merge(REPO, work, "other", "lakehook's", signed)
     assert find_merge(lakefs, REPO, "other", work_head, source, service.provenance) == merged
+
+
+def test_a_user_commit_landing_during_lakehooks_merge_is_processed_not_hidden(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    """lakeFS merges lakehook's outputs onto whatever the branch head is by then: a user commit
+    made while the job worked becomes the merge's first parent. The merge must not stand for
+    the older source commit (that hid the newer commit: synced, never processed, and the older
+    source got a second lakehook commit)."""
+    first = deliver(lakefs, "main", BASE)
+    merge = lakefs.merge
+    late: dict[str, str] = {}
+
+    def merge_after_a_user_commit(*args: object, **kwargs: object) -> str:
+        if not late:
+            late["commit"] = deliver(lakefs, "main", {"raw/DM.csv": DM + b"S1,01-701-1030,70\n"})
+        return merge(*args, **kwargs)  # type: ignore[arg-type]
+
+    lakefs.merge = merge_after_a_user_commit  # type: ignore[method-assign]
+    assert service.sync_branch(REPO, "main").state == "synced"
+    lakefs.merge = merge  # type: ignore[method-assign]
+    head = lakefs.get_commit(REPO, lakefs.branch_head(REPO, "main"))
+    assert head.parents[0] == late["commit"]
+    assert head.metadata[SOURCE_COMMIT_KEY] == first
+    assert plan_branch(lakefs, REPO, "main", service.provenance).source_commit == late["commit"]
+
+    service.metastore.set_rows(table_location(REPO, "main", "dm"), 3)  # type: ignore[attr-defined]
+    status = service.sync_branch(REPO, "main")
+    assert status.state == "synced", status.errors
+    assert status.source_commit == late["commit"]
+    assert {t.table: t.rows for t in status.tables}["dm"] == 3
+    sources = [
+        c.metadata[SOURCE_COMMIT_KEY]
+        for c in lakefs.log(REPO, "main", limit=50)
+        if len(c.parents) == 2 and c.metadata.get(ORIGIN_KEY)
+    ]
+    assert sorted(sources) == sorted([first, late["commit"]])
+    # the head now stands for the late commit, however often it is asked
+    again = lakefs.get_commit(REPO, lakefs.branch_head(REPO, "main"))
+    assert service.provenance.source_commit_at(lakefs, REPO, again) == late["commit"]
