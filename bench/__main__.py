@@ -13,6 +13,7 @@ from bench import (
     bench_branch_create,
     bench_isolation,
     bench_processing,
+    bench_replicas,
     bench_webhook,
 )
 
@@ -25,6 +26,10 @@ def main() -> None:
         ("webhook", bench_webhook),
         ("branch creation (needs the local stack)", bench_branch_create),
         ("intake isolation under a 1 GB CSV (needs the local stack)", bench_isolation),
+        (
+            "replicas: two against one on one PostgreSQL queue (needs the local stack)",
+            bench_replicas,
+        ),
     ):
         print(f"\n## {name}\n", flush=True)
         module.main([])

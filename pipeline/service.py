@@ -195,6 +195,16 @@ class BranchService:
         errors += [{"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed]
         errors += [{**p.to_dict(), "stage": "verify"} for p in problems]
         state = "failed" if errors else "synced"
+        reason = ""
+        newer = self.provenance.source_commit_at(
+            self.lakefs, repo, self.lakefs.get_commit(repo, head)
+        )
+        if newer != plan.source_commit and not errors:
+            # a user commit landed while this one was processed (before lakehook's merge, or
+            # after it): the head is not what was verified; the reconciler, or the commit's
+            # own event, processes it next
+            state = "pending"
+            reason = f"commit {newer[:12]} arrived while {plan.source_commit[:12]} was processed"
         status = self._status(
             repo,
             branch,
@@ -208,6 +218,7 @@ class BranchService:
             previous,
             warnings,
             errors,
+            reason=reason,
             baseline=baseline,
         )
         guard.check()

@@ -142,6 +142,18 @@ class Replicas:
             rows = conn.execute("SELECT state, count(*) FROM job GROUP BY state").fetchall()
         return {str(state): int(n) for state, n in rows}
 
+    def wait_drained(self, wait: float) -> dict[str, int]:
+        """Poll until no job is pending or running (jobs coalesced after a branch was already
+        synced still run, and find nothing to do); returns the job counts by state."""
+        deadline = time.monotonic() + wait
+        counts = self.job_counts()
+        while counts.get("pending", 0) + counts.get("running", 0) > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the queue did not drain within {wait:.0f} s: {counts}")
+            time.sleep(0.2)
+            counts = self.job_counts()
+        return counts
+
     def jobs_done_per_replica(self) -> list[int]:
         """How many jobs each replica's workers finished (its log's "job done" lines)."""
         counts = []

@@ -53,8 +53,8 @@ def test_two_replicas_process_200_events_once_and_a_killed_one_loses_nothing(
         assert replicas.servers[1].process.returncode == -9
         finals = {b: c[-1] for b, c in commits.items()}
         statuses = wait_synced(replicas.url, repo, finals, wait=240)
+        counts = replicas.wait_drained(wait=120)
         done_per_replica = replicas.jobs_done_per_replica()
-        counts = replicas.job_counts()
 
     assert sum(len(c) for c in commits.values()) == 200
     # the kill came while there was work: jobs waiting or running in the shared queue

@@ -448,8 +448,12 @@ def test_a_user_commit_landing_during_lakehooks_merge_is_processed_not_hidden(
         return merge(*args, **kwargs)  # type: ignore[arg-type]
 
     lakefs.merge = merge_after_a_user_commit  # type: ignore[method-assign]
-    assert service.sync_branch(REPO, "main").state == "synced"
+    raced = service.sync_branch(REPO, "main")
     lakefs.merge = merge  # type: ignore[method-assign]
+    # not "synced": the head holds a commit that was not processed (the reconciler's cue)
+    assert raced.state == "pending", raced
+    assert raced.source_commit == first
+    assert late["commit"][:12] in raced.reason
     head = lakefs.get_commit(REPO, lakefs.branch_head(REPO, "main"))
     assert head.parents[0] == late["commit"]
     assert head.metadata[SOURCE_COMMIT_KEY] == first
