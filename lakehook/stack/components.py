@@ -259,6 +259,11 @@ class Trino(Component):
         (etc / "catalog").mkdir(parents=True, exist_ok=True)
         data = paths.data_dir(self.name)
         data.mkdir(parents=True, exist_ok=True)
+        # configure() runs only when the stack's own pid file says Trino is not running; the
+        # launcher's pid file of an earlier run may name a pid the system gave to another
+        # process since (pid_max is 32768 here), and the launcher then refuses to start
+        # ("already running as <pid>")
+        (data / "var" / "run" / "launcher.pid").unlink(missing_ok=True)
         host, hms_port = self.settings.hms_host_port
         files = {
             "node.properties": {

@@ -1,4 +1,5 @@
-"""The stack's memory bounds as its components are configured (docs/operations.md)."""
+"""The stack's memory bounds as its components are configured (docs/operations.md), and
+Trino's start-up files."""
 
 from __future__ import annotations
 
@@ -69,3 +70,12 @@ def test_postgresql_and_marquezs_pool_stay_small(settings: Settings) -> None:
     text = template.read_text()
     assert "minSize: 2" in text
     assert "initialSize: 2" in text
+
+
+def test_a_stale_launcher_pid_file_does_not_stop_trino_from_starting(settings: Settings) -> None:
+    # the launcher refused with "already running as 6412" when that pid had been reused
+    stale = paths.data_dir("trino") / "var" / "run" / "launcher.pid"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("1\n")  # pid 1 is always alive
+    components.Trino(settings).configure()
+    assert not stale.exists()
