@@ -79,12 +79,14 @@ def component_named(settings: Settings, name: str) -> Component:
 
 def describe(component: Component) -> dict[str, object]:
     pid = component.pid()
+    rss, pss = process.memory_kib(pid)
     return {
         "component": component.name,
         "port": component.port,
         "pid": pid,
         "healthy": component.ready(),
-        "rss_mib": round(process.rss_kib(pid) / 1024, 1),
+        "rss_mib": round(rss / 1024, 1),
+        "pss_mib": round(pss / 1024, 1),
         "log": str(paths.log_file(component.name)),
     }
 
@@ -152,12 +154,17 @@ def register(main: click.Group) -> None:
 
             click.echo(json.dumps(rows, indent=2))
             return
-        click.echo(f"{'component':<15} {'port':>5} {'pid':>8} {'health':<8} {'rss MiB':>8}")
+        click.echo(
+            f"{'component':<15} {'port':>5} {'pid':>8} {'health':<8} {'rss MiB':>8} {'pss MiB':>8}"
+        )
         for r in rows:
             click.echo(
                 f"{r['component']:<15} {r['port']:>5} {r['pid'] or '-':>8} "
-                f"{'up' if r['healthy'] else 'down':<8} {r['rss_mib']:>8}"
+                f"{'up' if r['healthy'] else 'down':<8} {r['rss_mib']:>8} {r['pss_mib']:>8}"
             )
+        rss = sum(float(str(r["rss_mib"])) for r in rows)
+        pss = sum(float(str(r["pss_mib"])) for r in rows)
+        click.echo(f"{'total':<15} {'':>5} {'':>8} {'':<8} {rss:>8.1f} {pss:>8.1f}")
         if not all(r["healthy"] for r in rows):
             raise SystemExit(1)
 

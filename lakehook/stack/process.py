@@ -147,18 +147,37 @@ def wait_until(
     return time.monotonic() - start
 
 
-def rss_kib(pid: int | None) -> int:
-    """Resident set size of ``pid`` and its children, in KiB (0 when not running)."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (PostgreSQL's backends, a launcher's JVM)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def memory_kib(pid: int | None) -> tuple[int, int]:
+    """(RSS, PSS) of ``pid`` and its descendants, in KiB ((0, 0) when not running).
+
+    RSS counts a page shared by several processes once per process (PostgreSQL's shared
+    buffers in every backend); PSS divides it among them, so PSS adds up across components.
+    """
     if pid is None:
-        return 0
-    total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    for p in pids:
+        return 0, 0
+    rss = pss = 0
+    for p in process_tree(pid):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss, pss
+
+
+def rss_kib(pid: int | None) -> int:
+    """Resident set size of ``pid`` and its descendants, in KiB (0 when not running)."""
+    return memory_kib(pid)[0]

@@ -79,3 +79,26 @@ def test_a_stale_launcher_pid_file_does_not_stop_trino_from_starting(settings: S
     stale.write_text("1\n")  # pid 1 is always alive
     components.Trino(settings).configure()
     assert not stale.exists()
+
+
+def test_memory_counts_a_component_and_its_children() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from lakehook.stack import process
+
+    alone_rss, alone_pss = process.memory_kib(os.getpid())
+    assert 0 < alone_pss <= alone_rss
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in process.process_tree(os.getpid()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert process.memory_kib(os.getpid())[0] > alone_rss  # the child's pages count
+    finally:
+        child.kill()
+        child.wait()
+    assert process.memory_kib(None) == (0, 0)
