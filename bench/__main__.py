@@ -11,6 +11,7 @@ import sys
 from bench import (
     bench_bounds,
     bench_branch_create,
+    bench_commit,
     bench_isolation,
     bench_processing,
     bench_replicas,
@@ -25,6 +26,7 @@ def main() -> None:
         ("bounds: hostile inputs before and after", bench_bounds),
         ("webhook", bench_webhook),
         ("branch creation (needs the local stack)", bench_branch_create),
+        ("commit -> synced, CDISC pilot (needs the local stack)", bench_commit),
         ("intake isolation under a 1 GB CSV (needs the local stack)", bench_isolation),
         (
             "replicas: two against one on one PostgreSQL queue (needs the local stack)",

@@ -26,6 +26,7 @@ from lakehook.settings import Settings
 from pipeline import drift as drift_rules
 from pipeline import gate as gate_rules
 from pipeline import naming
+from pipeline import steps as job_steps
 from pipeline.drift import KeyConfig
 from pipeline.metastore.repair import sync_and_verify
 from pipeline.metastore.sync import copy_schema
@@ -128,7 +129,10 @@ class BranchService:
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
         guard = fence.current()
         schema = self.schema_for(repo, branch)
-        plan = plan_branch(self.lakefs, repo, branch, self.provenance, self.settings.max_columns)
+        with job_steps.step(job_steps.LAKEFS_READS):
+            plan = plan_branch(
+                self.lakefs, repo, branch, self.provenance, self.settings.max_columns
+            )
         previous = self.store.get_status(repo, branch)
         keys = dict(plan.config.keys)
 
@@ -138,17 +142,20 @@ class BranchService:
             for task in plan.tasks:
                 contexts.append(self._table_run(lineage, parent, task, plan.contents_path, schema))
                 faults.reached("after-lineage-start")
-            runs = process_tasks(
-                self.lakefs,
-                plan,
-                scratch,
-                self.settings.trino_engine_threshold,
-                self._trino,
-                self.settings.max_columns,
-                before=lambda task: self._before(plan, task),
-            )
-            result = write_back(self.lakefs, plan, runs, scratch, self.provenance, guard)
-            baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
+            with job_steps.step(job_steps.PROCESSING):
+                runs = process_tasks(
+                    self.lakefs,
+                    plan,
+                    scratch,
+                    self.settings.trino_engine_threshold,
+                    self._trino,
+                    self.settings.max_columns,
+                    before=lambda task: self._before(plan, task),
+                )
+            with job_steps.step(job_steps.UPLOAD):
+                result = write_back(self.lakefs, plan, runs, scratch, self.provenance, guard)
+            with job_steps.step(job_steps.LAKEFS_READS):
+                baseline = self._baseline(repo, previous, plan.head_commit, result.manifests, keys)
             for ctx, run in zip(contexts, runs, strict=True):
                 if ctx is not None:
                     ctx.finish(
@@ -163,7 +170,8 @@ class BranchService:
             output = result.output_commit or plan.head_commit
             self._complete_resumed(plan, result.manifests, schema, output)
 
-        head = self.lakefs.branch_head(repo, branch)
+        with job_steps.step(job_steps.LAKEFS_READS):
+            head = self.lakefs.branch_head(repo, branch)
         errors: list[dict[str, Any]] = [dict(e) for e in (*plan.errors, *result.errors)]
         warnings = [*plan.warnings, *result.warnings]
         if result.pending_reason:
@@ -233,7 +241,7 @@ class BranchService:
         source_schema = self.store.schema_mapping().get((repo, source_type, source_ref))
         if source_schema is not None:
             fence.current().check()
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound), job_steps.step(job_steps.METASTORE):
                 copy_schema(self.metastore, source_schema, schema, repo, branch)
         return self.sync_branch(repo, branch)
 

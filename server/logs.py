@@ -8,7 +8,18 @@ import sys
 import time
 from pathlib import Path
 
-_FIELDS = ("repository", "ref", "branch", "commit", "job_id", "kind", "event", "seconds", "status")
+_FIELDS = (
+    "repository",
+    "ref",
+    "branch",
+    "commit",
+    "job_id",
+    "kind",
+    "event",
+    "seconds",
+    "status",
+    "steps",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -62,6 +62,14 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=self.registry,
         )
+        self.job_steps = Histogram(
+            "lakehook_job_step_seconds",
+            "Seconds a job spent per step (pipeline/steps.py: lakefs_reads, processing, upload, "
+            "commit_merge, metastore, verification)",
+            ["step"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
         self.retries = Counter(
             "lakehook_job_retries", "Transient failures retried", ["kind"], registry=self.registry
         )

@@ -47,6 +47,7 @@ from lakehook.errors import LeaseLost, NotFound, TerminalError
 from lakehook.failures import INTERNAL, SERVICE, Failure, backoff, classify, retried_by_reconciler
 from lakehook.settings import Settings
 from pipeline import naming
+from pipeline import steps as job_steps
 from pipeline.model import RefStatus
 from pipeline.ports import LakeFS, Processor, StatusStore
 from pipeline.provenance import WORKING_PREFIX, is_working_branch_name
@@ -209,6 +210,7 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         extra = {"repository": job.repo, "ref": job.ref, "job_id": job.id, "kind": job.kind}
         log.info("job started", extra={**extra, "generation": job.generation})
         started = time.monotonic()
+        times = job_steps.StepTimes()
         lease = Lease(self.queue, job, worker)
         done = threading.Event()
         renewer = threading.Thread(
@@ -219,15 +221,16 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
             with fence.holding(lease):
                 lease.check()
                 mark(self.store, job, "processing", f"job {job.id} ({job.kind}) running")
-                for attempt in Retrying(
-                    stop=stop_after_attempt(IN_PLACE_ATTEMPTS),
-                    wait=self.in_place_wait,
-                    retry=retry_if_exception(_retry_in_place),
-                    before_sleep=lambda _state: self.metrics.retries.labels(job.kind).inc(),
-                    reraise=True,
-                ):
-                    with attempt:
-                        run_job(self.processor, job)
+                with job_steps.recording(times):  # seconds per step, over every attempt
+                    for attempt in Retrying(
+                        stop=stop_after_attempt(IN_PLACE_ATTEMPTS),
+                        wait=self.in_place_wait,
+                        retry=retry_if_exception(_retry_in_place),
+                        before_sleep=lambda _state: self.metrics.retries.labels(job.kind).inc(),
+                        reraise=True,
+                    ):
+                        with attempt:
+                            run_job(self.processor, job)
                 lease.check()
         except LeaseLost as err:
             outcome = self._lease_lost(job, worker, lease, err, extra)
@@ -249,7 +252,9 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
             if self.queue.complete(job.id, worker, lease.generation):
                 outcome = "done"
                 seconds = round(time.monotonic() - started, 3)
-                log.info("job done", extra={**extra, "seconds": seconds})
+                log.info("job done", extra={**extra, "seconds": seconds, "steps": times.rounded()})
+                for name, spent in times.seconds.items():
+                    self.metrics.job_steps.labels(name).observe(spent)
             else:
                 outcome = "lease-lost"
                 log.warning("job finished after its lease was taken over", extra=extra)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, TypeVar
 
@@ -107,6 +108,7 @@ class LakeFSClient:
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
         self._s3: Any = None
+        self._s3_lock = threading.Lock()
         self._user: str | None = None
 
     @classmethod
@@ -117,6 +119,10 @@ class LakeFSClient:
 
     @property
     def s3(self) -> Any:
+        with self._s3_lock:  # built once (slow: botocore loads its models), shared by threads
+            return self._s3_client()
+
+    def _s3_client(self) -> Any:
         if self._s3 is None:
             import boto3
             from botocore.config import Config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pipeline import steps
 from pipeline.metastore.sync import (
     DEFAULT_WORKERS,
     SyncResult,
@@ -51,13 +52,17 @@ def sync_and_verify(
         ServiceUnavailable: a service did not answer.
     """
     desired = desired_tables_from_manifests(repo, ref, schema, manifests)
-    result = sync_ref(metastore, schema, desired, workers)
-    problems = verify_ref(
-        metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
-    )
-    if any(p.what in METASTORE_PROBLEMS for p in problems):
+    with steps.step(steps.METASTORE):
         result = sync_ref(metastore, schema, desired, workers)
+    with steps.step(steps.VERIFICATION):
         problems = verify_ref(
             metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
         )
+    if any(p.what in METASTORE_PROBLEMS for p in problems):
+        with steps.step(steps.METASTORE):
+            result = sync_ref(metastore, schema, desired, workers)
+        with steps.step(steps.VERIFICATION):
+            problems = verify_ref(
+                metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
+            )
     return result, problems

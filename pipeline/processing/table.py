@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lakehook.errors import InputError, KeyCollision
+from pipeline import steps
 from pipeline.model import MANIFEST_PREFIX, PROCESSING_VERSION, TableManifest, TableRun
 from pipeline.ports import LakeFS, iter_chunks
 from pipeline.processing.contents import MAX_COLUMNS
@@ -52,7 +53,8 @@ def process_table(
     csv_path = scratch / "raw" / f"{task.table}.csv"
     out_dir = local_dir(scratch, task.table)
     shutil.rmtree(out_dir, ignore_errors=True)
-    download(lakefs, plan.repository, plan.head_commit, task.raw_path, csv_path)
+    with steps.step(steps.LAKEFS_READS):
+        download(lakefs, plan.repository, plan.head_commit, task.raw_path, csv_path)
     try:
         result = convert_file(
             csv_path,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ from typing import Any
 from lakehook import faults
 from lakehook.errors import NotFound, RefMoved, TerminalError
 from lakehook.fence import UNFENCED, Fence
+from pipeline import steps
 from pipeline.model import SOURCE_COMMIT_KEY, TableManifest, TableRun
 from pipeline.ports import LakeFS, ObjectInfo
 from pipeline.processing.plan import BranchPlan, read_manifests
 from pipeline.processing.table import local_dir, table_prefix
 from pipeline.provenance import Provenance
+
+UPLOADS = 4  # Parquet files uploaded at the same time
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,10 @@ def write_back(
     repo, _branch = plan.repository, plan.branch
     if plan.ready_branch is not None:
         manifests = read_manifests(lakefs, repo, plan.ready_branch, provenance)
-        return _merge(lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence)
+        with steps.step(steps.COMMIT_MERGE):
+            return _merge(
+                lakefs, plan, plan.ready_branch, manifests, (), (), errors, provenance, fence
+            )
     manifests = resulting_manifests(plan, runs)
     done = [r for r in runs if r.manifest is not None]
     work = plan.working_branch
@@ -134,20 +141,27 @@ def write_back(
     for path in plan.discard:
         with contextlib.suppress(NotFound):
             lakefs.delete_object(repo, work, path)
+
+    def put(run: TableRun, path: str) -> ObjectInfo:
+        if run.in_place:  # already there: fingerprint it where it is
+            info = lakefs.stat_object(repo, work, path)
+            if info is None:
+                raise NotFound(f"{path} is missing on {work}")
+            return info
+        with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
+            return lakefs.upload_object(repo, work, path, data)
+
+    # every table's Parquet files at once (each a PUT lakeFS answers on its own); the
+    # manifests, which fingerprint them, follow table by table
+    files = [(run, path) for run in done for path in (run.manifest.files if run.manifest else ())]
+    with ThreadPoolExecutor(UPLOADS, thread_name_prefix="upload") as pool:
+        infos = list(pool.map(lambda item: put(*item), files))
+    by_path = {path: info for (_, path), info in zip(files, infos, strict=True)}
     for run in done:
         assert run.manifest is not None
         keep = set(run.manifest.files)
-        uploaded: dict[str, ObjectInfo] = {}
-        for path in run.manifest.files:
-            if run.in_place:  # already there: fingerprint it where it is
-                info = lakefs.stat_object(repo, work, path)
-                if info is None:
-                    raise NotFound(f"{path} is missing on {work}")
-                uploaded[path] = info
-            else:
-                with (local_dir(scratch, run.table) / Path(path).name).open("rb") as data:
-                    uploaded[path] = lakefs.upload_object(repo, work, path, data)
-            written.append(path)
+        uploaded = {path: by_path[path] for path in run.manifest.files}
+        written += run.manifest.files
         sealed = provenance.seal(run.manifest, uploaded)
         manifests[run.table] = sealed
         for obj in lakefs.list_objects(repo, work, table_prefix(run.table)):
@@ -170,16 +184,17 @@ def write_back(
         delete_working_branch(lakefs, repo, work, fence)
         return WriteBack(None, manifests, written=tuple(written), errors=tuple(errors))
     fence.check()
-    lakefs.commit(
-        repo,
-        work,
-        f"lakehook: {len(tables)} table(s) from {plan.source_commit[:12]}: {', '.join(tables)}",
-        provenance.commit_metadata(
-            repo, plan.branch, plan.source_commit, plan.head_commit, manifests, tables
-        ),
-    )
-    faults.reached("after-working-commit")
-    return _merge(lakefs, plan, work, manifests, written, deleted, errors, provenance, fence)
+    with steps.step(steps.COMMIT_MERGE):
+        lakefs.commit(
+            repo,
+            work,
+            f"lakehook: {len(tables)} table(s) from {plan.source_commit[:12]}: {', '.join(tables)}",
+            provenance.commit_metadata(
+                repo, plan.branch, plan.source_commit, plan.head_commit, manifests, tables
+            ),
+        )
+        faults.reached("after-working-commit")
+        return _merge(lakefs, plan, work, manifests, written, deleted, errors, provenance, fence)
 
 
 def _merge(

@@ -6,6 +6,7 @@ import threading
 import time
 
 from lakehook.errors import LakehookError
+from pipeline import steps
 from pipeline.model import GateDecision, RefStatus
 
 
@@ -32,7 +33,8 @@ class FakeProcessor:
         )
 
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
-        self._record("sync_branch", repo, branch)
+        with steps.step(steps.PROCESSING):  # as the real one does (the step timings are seen)
+            self._record("sync_branch", repo, branch)
         return self._status(repo, branch)
 
     def create_branch(self, repo: str, branch: str, source_ref: str) -> RefStatus:

@@ -566,3 +566,26 @@ def test_verification_reads_footers_not_whole_files(tmp_path: Path) -> None:
     wrong = replace(manifest, rows=rows + 1)
     (problem,) = check_files(lakefs, "r", "main", wrong)
     assert problem.what == "parquet row count differs"
+
+
+def test_iso_dates_are_checked_as_strftime_would_check_them() -> None:
+    # _strict_date formats ISO dates with Arrow's date cast instead of strftime (faster); both
+    # must accept and refuse exactly the same texts
+    import random
+
+    import pyarrow.compute as pc
+
+    from pipeline.processing import types as types_module
+
+    rng = random.Random(3)
+    texts = ["0000-01-01", "0999-12-31", "9999-12-31", "2014-02-29", "2016-02-29", "1900-02-29"]
+    texts += ["2014-1-5", " 2014-01-05", "+2014-01-05", "12345-01-01", "2014-13-01", "2014-01-00"]
+    texts += [
+        f"{rng.randint(0, 9999):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}"
+        for _ in range(3000)
+    ]
+    source = pa.array(texts)
+    parsed = pc.strptime(source, "%Y-%m-%d", "s", error_is_null=True)
+    same = pc.equal(pc.utf8_upper(pc.strftime(parsed, "%Y-%m-%d")), pc.utf8_upper(source))
+    reference = pc.if_else(same, parsed, pa.scalar(None, parsed.type))
+    assert types_module._strict_date(source, "%Y-%m-%d").equals(reference)

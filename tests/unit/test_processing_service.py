@@ -236,3 +236,15 @@ def test_engine_trino_in_lakehook_yaml_sends_every_dataset_to_trino(
     assert status.state == "synced", status.errors
     assert sorted(engine.tables) == ["dm", "sv"]  # concurrent queries: any order
     assert [t.engine for t in status.tables] == ["trino", "trino"]
+
+
+def test_a_sync_records_the_seconds_of_every_step(
+    lakefs: FakeLakeFS, service: BranchService
+) -> None:
+    from pipeline import steps
+
+    deliver(lakefs, "main", {"raw/contents.csv": CONTENTS, "raw/DM.csv": DM, "raw/SV.csv": SV})
+    with steps.recording() as times:
+        assert service.sync_branch(REPO, "main").state == "synced"
+    assert set(times.seconds) == set(steps.STEPS)
+    assert all(s >= 0 for s in times.seconds.values())

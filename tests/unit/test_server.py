@@ -438,6 +438,15 @@ def test_post_event_is_a_durable_job_run_once(app: App) -> None:
     assert job["state"] == "done"
 
 
+def test_a_jobs_step_seconds_are_in_the_metrics(app: App) -> None:
+    status, body = app.post({**COMMIT, "branch_id": "timed"})
+    assert status == 202
+    assert _wait_done(app, body["job_id"]) == DONE
+    code, metrics = app.get("/metrics")
+    assert code == 200
+    assert re.search(r'lakehook_job_step_seconds_count\{step="processing"\} [1-9]', metrics)
+
+
 def test_own_events_are_acknowledged_and_ignored(app: App) -> None:
     status, body = app.post({**COMMIT, "branch_id": "_lakehook-main-0123456789ab"})
     assert status == 200
