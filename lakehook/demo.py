@@ -449,15 +449,21 @@ def join_query(schema: str) -> str:
     )
 
 
-def _lineage_hint(settings: Settings, repo: str, table: str) -> str:
-    """Where the Marquez web UI draws ``table``'s lineage on ``main`` (empty: no Marquez)."""
+def _lineage_hint(settings: Settings, repo: str, table: str, branch: str = "main") -> str:
+    """Where the Marquez web UI draws ``table``'s lineage on ``branch`` (empty: no Marquez).
+
+    Marquez draws a table's graph from the current version of the job that wrote it, and the
+    job ``<repo>.<table>`` is one for all branches (contract §10): name the branch where
+    lakehook processed the table last, or the graph shows the table without its job.
+    """
     if not settings.marquez_url:
         return ""
     from lakehook.stack.commands import stack_settings
     from pipeline.lineage.naming import web_ui_lineage_url
 
     web = stack_settings(settings).marquez_web_url
-    return f"; lineage of {table}: {web_ui_lineage_url(web, repo, 'main', table)}"
+    where = "" if branch == "main" else f" as last processed, on {branch}"
+    return f"; lineage of {table}{where}: {web_ui_lineage_url(web, repo, branch, table)}"
 
 
 def gate_reasons(settings: Settings, repo: str, lakectl_output: str) -> list[str]:
@@ -648,7 +654,9 @@ def run_demo(
     print_drift(echo, final)
     echo(
         f"-> main now has what the merge brought (drift against main before the merge). "
-        f"Look: {ui}/repositories/{repo}/commits?ref=main" + _lineage_hint(settings, repo, "dm")
+        f"Look: {ui}/repositories/{repo}/commits?ref=main"
+        # the merge brought dm as processed on the branch: main did not process it again
+        + _lineage_hint(settings, repo, "dm", BRANCH)
     )
     return DemoResult(repo, reason, broken, final, ready)
 

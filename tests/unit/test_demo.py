@@ -111,3 +111,14 @@ def test_make_demo_uses_the_stacks_marquez_and_names_the_lineage_graph() -> None
         "; lineage of dm: http://127.0.0.1:3000/lineage/dataset/s3%3A%2F%2Fstudy/main%2Ftables%2Fdm"
     )
     assert demo.demo_settings(bare, start_stack=False) is bare
+
+
+def test_the_last_lineage_url_names_the_branch_that_processed_the_table() -> None:
+    from lakehook.settings import Settings
+
+    on_stack = demo.demo_settings(Settings.load({}), start_stack=True)
+    hint = demo._lineage_hint(on_stack, "study", "dm", demo.BRANCH)
+    assert hint == (
+        "; lineage of dm as last processed, on delivery-2: "
+        "http://127.0.0.1:3000/lineage/dataset/s3%3A%2F%2Fstudy/delivery-2%2Ftables%2Fdm"
+    )
