@@ -30,7 +30,8 @@ HMS_HEAP = "512m"
 LAKEFS_GO_MEMORY_LIMIT = "512MiB"  # GOMEMLIMIT: the Go GC returns memory to stay under it
 LAKEFS_SSTABLE_CACHE_BYTES = 64_000_000  # lakeFS's default 400 MB in-memory range cache
 # JVMs give unused heap back to the system: SerialGC shrinks after a full collection when more
-# than MaxHeapFreeRatio % is free; G1 collects after 60 s without a collection and uncommits.
+# than MaxHeapFreeRatio % is free; Trino's G1 collects after 60 s without a collection and
+# shrinks at remark by the same ratio.
 SHRINKING_SERIAL_HEAP = ("-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=30")
 JAVA_CANDIDATES = ("/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/temurin-24-jdk-amd64")
 JAVA17_CANDIDATES = ("/usr/lib/jvm/java-17-openjdk-amd64", *JAVA_CANDIDATES)
@@ -305,6 +306,8 @@ class Trino(Component):
             "-Xms256M",
             "-XX:+UseG1GC",
             "-XX:G1PeriodicGCInterval=60000",
+            "-XX:MinHeapFreeRatio=10",
+            "-XX:MaxHeapFreeRatio=30",  # G1 shrinks the heap at remark when more is free
             "-XX:G1HeapRegionSize=32M",
             "-XX:+ExplicitGCInvokesConcurrent",
             "-XX:+ExitOnOutOfMemoryError",
@@ -335,6 +338,7 @@ class Trino(Component):
         home = java_home(JAVA_CANDIDATES, versions.TRINO_JAVA_MIN)
         env["JAVA_HOME"] = home
         env["PATH"] = f"{home}/bin:{env.get('PATH', '')}"
+        env["MALLOC_ARENA_MAX"] = "2"  # glibc's default of 8 arenas per core holds freed memory
         return env
 
     def ready(self) -> bool:

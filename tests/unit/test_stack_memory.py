@@ -46,6 +46,8 @@ def test_trino_heap_fits_its_query_memory_and_the_engine_benchmark(settings: Set
     assert heap >= 2048  # a CTAS over a 1 GB CSV (docs/benchmarks.md) needs no less
     assert heap <= 2048  # the stack's idle total stays under 3 GiB
     assert "-XX:G1PeriodicGCInterval=60000" in jvm  # idle heap goes back to the system
+    assert "-XX:MaxHeapFreeRatio=30" in jvm
+    assert trino.env()["MALLOC_ARENA_MAX"] == "2"
 
 
 def test_jvms_and_lakefs_are_bounded(settings: Settings) -> None:
