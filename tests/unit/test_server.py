@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,28 @@ def test_reconciler_enqueues_what_differs(db: Database) -> None:
     kinds = {(j.ref, j.kind) for j in (queue.get(i) for i in jobs) if j is not None}
     assert kinds == {("dev", "sync_branch"), ("v1", "sync_tag"), ("gone", "delete_branch")}
     assert reconciler.repositories() == ["s"]
+
+
+class LockedElsewhere(JobQueue):
+    """Another replica's reconciler holds the sweep lock."""
+
+    @contextmanager
+    def sweep_lock(self) -> Iterator[bool]:
+        yield False
+
+
+def test_a_timer_sweep_skips_while_another_replicas_reconciler_sweeps(db: Database) -> None:
+    lakefs = FakeLakeFS()
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    lakefs.create_branch("s", "dev", "main")
+    queue, metrics = LockedElsewhere(db), Metrics()
+    reconciler = Reconciler(lakefs, queue, SqliteStatusStore(db), metrics)
+    assert reconciler.sweep() == []
+    assert queue.counts()[PENDING] == 0
+    assert 'lakehook_reconcile_sweeps_total{outcome="skipped"} 1.0' in metrics.render().decode()
+    # an explicit reconcile (`lakehook reconcile`, the API) is not a timer sweep: it runs
+    assert len(reconciler.sweep("s")) == 2
 
 
 def test_reconciler_resyncs_a_synced_ref_whose_metastore_differs(db: Database) -> None:
