@@ -7,12 +7,18 @@ time (one request every 0.5 s):
 
 * **idle**: for ``--seconds`` with nothing being processed;
 * **under load**: while a worker process processes a ``--size-mb`` lab CSV committed to a study
-  repository (``pipeline.generator.write_lab_csv``); only the requests sent between the job's
-  start and end (from the job API) count.
+  repository (``pipeline.generator.write_lab_csv``) with ``engine: pyarrow`` in its
+  ``lakehook.yaml`` (the worker itself does the work; ``--engine auto`` leaves it to the size);
+  only the requests sent between the job's start and end (from the job API) count.
+
+It also reports the job's worker process's peak address space (``VmPeak``, what ``RLIMIT_AS``
+= ``LAKEHOOK_WORKER_MEMORY_LIMIT_MB`` limits) and peak resident memory (``VmHWM``), so that the
+memory ceiling can be sized from a real run, and the machine and its load average.
 
 Goal: webhook p99 <= 20 ms under load. Needs the stack (``lakehook stack up``).
 
-Run: ``.venv/bin/python -m bench.bench_isolation [--size-mb 1024] [--rate 100] [--seconds 20]``.
+Run: ``nice -n 5 .venv/bin/python -m bench.bench_isolation [--size-mb 1024] [--rate 100]
+[--seconds 20] [--csv PATH]``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,8 +43,8 @@ from bench.bench_webhook import _free_port
 from lakehook.settings import Settings
 from pipeline.generator import lab_contents, lab_rows_for_size, write_lab_csv
 
-TOKEN = "bench-token-" + "x" * 32  # noqa: S105 - a throwaway token for a local benchmark
-HEADERS = {"X-Lakehook-Token": TOKEN, "Content-Type": "application/json"}
+# the token is the installation's (lakeFS's actions send it): set in ``run``
+HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -61,12 +68,15 @@ def _request(
     return response.status, response.read()
 
 
-def _get(port: int, path: str) -> Any:
+def _get(port: int, path: str, missing: Any = SystemExit) -> Any:
+    """GET ``path`` as JSON; a 404 returns ``missing`` when one is given."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         status, body = _request(conn, "GET", path)
     finally:
         conn.close()
+    if status == 404 and missing is not SystemExit:
+        return missing
     if status != 200:
         raise SystemExit(f"GET {path} answered {status}: {body[:200]!r}")
     return json.loads(body)
@@ -150,11 +160,42 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("lakehook serve's workers were not ready within 300 s")
 
 
+def _memory(pids: list[int]) -> dict[str, float]:
+    """Peak address space and peak resident set (MiB) of the largest of ``pids``."""
+    peak = {"vm_peak_mb": 0.0, "rss_peak_mb": 0.0}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        vm = int(fields.get("VmPeak", "0 kB").split()[0]) / 1024
+        rss = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+        if vm > peak["vm_peak_mb"]:
+            peak = {"vm_peak_mb": vm, "rss_peak_mb": rss}
+    return peak
+
+
+def machine() -> str:
+    """CPU model, cores, memory and the load average now (for the figures' context)."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB; load average {load}"
+
+
 def _wait_job(port: int, repo: str, commit: str, timeout: float = 1800) -> dict[str, Any]:
     """The sync job that processed ``commit`` (once its status names it), with its times."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = _get(port, f"/api/v1/repos/{repo}/branches/main/status")
+        status = _get(port, f"/api/v1/repos/{repo}/branches/main/status", missing={})
         if status.get("source_commit") == commit and status["state"] in ("synced", "failed"):
             jobs = [
                 j
@@ -167,12 +208,18 @@ def _wait_job(port: int, repo: str, commit: str, timeout: float = 1800) -> dict[
 
 
 def run(
-    size_mb: int, rate: float, seconds: float, work: Path, csv: Path | None = None
+    size_mb: int,
+    rate: float,
+    seconds: float,
+    work: Path,
+    csv: Path | None = None,
+    engine: str = "pyarrow",
 ) -> dict[str, Any]:
     from pipeline.adapters.lakefs import LakeFSClient
     from server.actions import install
 
     settings = Settings.load()
+    HEADERS["X-Lakehook-Token"] = settings.webhook_token
     lakefs = LakeFSClient.from_settings(settings)
     port = _free_port()
     state = work / "state"
@@ -180,7 +227,6 @@ def run(
         os.environ,
         LAKEHOOK_LISTEN=f"127.0.0.1:{port}",
         LAKEHOOK_STATE_DIR=str(state),
-        LAKEHOOK_WEBHOOK_TOKEN=TOKEN,
         LAKEHOOK_RECONCILE_INTERVAL="3600",
         LAKEHOOK_LOG_LEVEL="WARNING",
     )
@@ -198,6 +244,7 @@ def run(
         lakefs.create_repository(repo, f"local://{repo}")
         install(lakefs, repo, "main", f"http://127.0.0.1:{port}")
         lakefs.upload_object(repo, "main", "raw/contents.csv", lab_contents("labs"))
+        lakefs.upload_object(repo, "main", "lakehook.yaml", f"engine: {engine}\n".encode())
         small = work / "small.csv"
         write_lab_csv(small, 1000)
         with small.open("rb") as handle:
@@ -217,6 +264,7 @@ def run(
         idle = {"webhook": _summary(samples.webhook), "gate": _summary(samples.gate)}
 
         # under load: a worker processes the big CSV
+        started_load = machine()
         big = csv or work / "big.csv"
         if csv is None:
             write_lab_csv(big, lab_rows_for_size(size_mb * 1024 * 1024))
@@ -232,6 +280,8 @@ def run(
         for t in threads:
             t.join()
         job = done["job"]
+        workers = [w["pid"] for w in _get(port, "/healthz")["workers"] if w["role"] == "worker"]
+        memory = _memory([int(p) for p in workers if p])
         window = (job["started_at"], job["finished_at"])
         inside = Samples()
         inside.webhook = [s for s in samples.webhook if window[0] <= s[0] <= window[1]]
@@ -240,7 +290,15 @@ def run(
             "size_mb": size / 1024 / 1024,
             "processing_s": window[1] - window[0],
             "state": done["status"]["state"],
-            "workers": len(_get(port, "/healthz")["workers"]) - 1,
+            "workers": len(workers),
+            "engine": done["status"]["tables"][0].get("engine", "?")
+            if done["status"].get("tables")
+            else "?",
+            "memory_limit_mb": Settings.load(env).worker_memory_limit_mb,
+            "worker_nice": Settings.load(env).worker_nice,
+            "memory": memory,
+            "machine_start": started_load,
+            "machine_end": machine(),
             "idle": idle,
             "load": {"webhook": _summary(inside.webhook), "gate": _summary(inside.gate)},
         }
@@ -256,13 +314,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--csv", type=Path, default=None, help="a lab CSV made before (reused)")
+    parser.add_argument("--engine", choices=("pyarrow", "trino", "auto"), default="pyarrow")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
-        r = run(args.size_mb, args.rate, args.seconds, Path(work), args.csv)
+        r = run(args.size_mb, args.rate, args.seconds, Path(work), args.csv, args.engine)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {r['machine_start']}")
+    print(f"(after the run: {r['machine_end']})")
     print(
         f"Intake while a worker processes a {r['size_mb']:.0f} MB CSV "
-        f"({r['processing_s']:.1f} s, {r['state']}, {r['workers']} worker processes), "
-        f"webhooks at {args.rate:.0f}/s, a pre-merge every 0.5 s:"
+        f"({r['processing_s']:.1f} s, {r['state']}, engine {r['engine']}, "
+        f"{r['workers']} worker processes at nice +{r['worker_nice']}), "
+        f"webhooks at {args.rate:.0f}/s, "
+        "a pre-merge every 0.5 s:"
     )
     print("\n| phase | request | requests | p50 ms | p99 ms | max ms | failed |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -274,6 +338,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['requests']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
                 f"{s['max_ms']:.1f} | {s['failed']:.0f} |"
             )
+    m = r["memory"]
+    print(
+        f"\nthe job's worker: peak address space {m['vm_peak_mb']:.0f} MiB (VmPeak; the ceiling "
+        f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB is {r['memory_limit_mb']}), "
+        f"peak resident {m['rss_peak_mb']:.0f} MiB (VmHWM)"
+    )
     goal = r["load"]["webhook"]["p99_ms"] <= 20
     print(f"\nwebhook p99 under load {'meets' if goal else 'misses'} the goal (<= 20 ms)")
 

@@ -74,6 +74,7 @@ class Settings:
     job_time_limit_seconds: float = 1800.0  # wall-clock limit of one job; its worker is killed
     gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
     worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
+    worker_nice: int = 10  # added to the intake's niceness in the worker processes (0-19)
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
@@ -263,6 +264,11 @@ class Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds"
                 )
+        if not 0 <= self.worker_nice <= 19:
+            raise ConfigError(
+                f"LAKEHOOK_WORKER_NICE={self.worker_nice} must be 0 to 19 (default 10: the "
+                "intake wins the cores when a request comes in while a worker processes)"
+            )
         if self.worker_memory_limit_mb < 256:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB={self.worker_memory_limit_mb} is too small for a "
@@ -359,6 +365,7 @@ _TUNING = {
     "job_time_limit_seconds",
     "gate_timeout_seconds",
     "worker_restart_max_seconds",
+    "worker_nice",
 }
 
 

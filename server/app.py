@@ -362,7 +362,9 @@ def build_context(
     from server.state import open_state
 
     faults.arm(settings.fault_point, settings.testing)  # tests only; refused otherwise
-    state = open_state(settings, "intake")
+    # the intake's commits never checkpoint a SQLite WAL (its supervisor thread does, off the
+    # request path): see ``server.store.Database``
+    state = open_state(settings, "intake", checkpoints=not intake_only)
     store, queue = state.store, state.queue
     if processor is None or lakefs is None:
         from pipeline.service import build_processor

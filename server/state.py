@@ -45,8 +45,11 @@ class State:
             self.db.close()
 
 
-def open_state(settings: Settings, role: str = "intake") -> State:
-    """The state database of this process (``role``: intake, worker, reconciler or cli)."""
+def open_state(settings: Settings, role: str = "intake", *, checkpoints: bool = True) -> State:
+    """The state database of this process (``role``: intake, worker, reconciler or cli).
+
+    ``checkpoints=False``: this process's SQLite commits never checkpoint the WAL (the intake
+    of ``lakehook serve``, whose supervisor does it off the request path; ``Database``)."""
     if settings.queue_url:
         from server.pgjobs import PgJobQueue
         from server.pgstore import PgDatabase, PgStatusStore
@@ -55,5 +58,5 @@ def open_state(settings: Settings, role: str = "intake") -> State:
             settings.queue_url, max_connections=POOL_SIZES.get(role, 2), name=f"lakehook-{role}"
         )
         return State(pg, PgStatusStore(pg), PgJobQueue(pg, settings.job_lease_seconds))
-    db = Database(settings.jobs_db)
+    db = Database(settings.jobs_db, autocheckpoint=checkpoints)
     return State(db, SqliteStatusStore(db), JobQueue(db, settings.job_lease_seconds))

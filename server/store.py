@@ -69,10 +69,19 @@ BUSY_TIMEOUT_SECONDS = 30.0
 
 class Database:
     """A SQLite file shared by threads and processes: one connection per thread, WAL, busy
-    timeout (a writer waits for another process's transaction instead of failing)."""
+    timeout (a writer waits for another process's transaction instead of failing).
 
-    def __init__(self, path: Path) -> None:
+    ``autocheckpoint=False`` (the intake of ``lakehook serve``): no commit of this process
+    copies the WAL back into the database file. SQLite otherwise does it inside the ``COMMIT``
+    that pushes the WAL past 1000 pages, with an ``fsync`` of the database file, so one webhook
+    in a few hundred paid for a checkpoint, tens to hundreds of milliseconds while a worker
+    writes a large table to disk. The intake's supervisor thread calls ``checkpoint`` instead,
+    and the worker processes keep SQLite's automatic checkpoints.
+    """
+
+    def __init__(self, path: Path, *, autocheckpoint: bool = True) -> None:
         self.path = path
+        self.autocheckpoint = autocheckpoint
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.write_lock = threading.RLock()
@@ -96,8 +105,14 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if not self.autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.conn = conn
         return conn
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file without waiting for readers or writers."""
+        self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -13,7 +13,9 @@ Each tick the supervisor
   (``RESTART_BASE`` doubling per quick successive exit, capped by
   ``worker_restart_max_seconds``; a process that lived ``STABLE_SECONDS`` starts over);
 * kills a worker whose job has run past ``job_time_limit_seconds`` (its lease is no longer
-  renewed either), which then counts as a death of that job.
+  renewed either), which then counts as a death of that job;
+* every ``CHECKPOINT_SECONDS``, checkpoints the database's WAL, so that no webhook's commit
+  has to (``server.store.Database``, ``autocheckpoint=False`` in the intake).
 
 Everything time- and process-related is injected (``spawn``, ``clock``, ``wall``), so the
 restart and backoff rules are tested on fakes.
@@ -35,6 +37,7 @@ from lakehook.settings import Settings
 from server.jobs import QUARANTINED, Queue
 from server.metrics import Metrics
 from server.quarantine import CRASHED, KILLED, MEMORY, TIME, Death, Quarantine
+from server.store import Database
 from server.worker_main import EXIT_MEMORY, RECONCILER, WORKER
 
 log = logging.getLogger("lakehook.supervisor")
@@ -42,6 +45,7 @@ log = logging.getLogger("lakehook.supervisor")
 RESTART_BASE = 0.5  # seconds before the first restart; doubles per quick successive exit
 STABLE_SECONDS = 60.0  # a process that lived this long restarts after RESTART_BASE again
 TICK = 0.1  # seconds between looks at the processes
+CHECKPOINT_SECONDS = 1.0  # the intake's WAL checkpoint, off the request path (server.store)
 STOP_GRACE = 10.0  # seconds a stopping worker may take to finish its job before SIGKILL
 
 
@@ -173,6 +177,7 @@ class Supervisor:
         self.clock, self.wall = clock, wall
         self.slots = [Slot(WORKER, n) for n in range(settings.workers)] + [Slot(RECONCILER, 0)]
         self._lock = threading.Lock()
+        self._checkpointed = float("-inf")
 
     # ---- the loop ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,6 +210,10 @@ class Supervisor:
                 if slot.process is None and now >= slot.restart_at:
                     self._start(slot, now)
             self._enforce_time_limit()
+        db = getattr(self.queue, "db", None)
+        if isinstance(db, Database) and now - self._checkpointed >= CHECKPOINT_SECONDS:
+            self._checkpointed = now  # (PostgreSQL needs none of this)
+            db.checkpoint()
 
     def workers(self) -> list[dict[str, Any]]:
         """Role, pid and restarts of each process (no lock: ``/healthz`` never waits)."""

@@ -364,3 +364,38 @@ def test_memory_error_ends_a_worker_process_and_a_quarantined_head_ends_its_job(
     status = h.store.get_status("s", "q")
     assert status is not None
     assert (status.state, status.errors[0]["stage"]) == ("failed", "quarantine")
+
+
+def test_the_intake_never_checkpoints_in_a_commit_its_supervisor_does(tmp_path: Path) -> None:
+    """A webhook's commit used to pay for SQLite's automatic WAL checkpoint (an fsync of the
+    database file) whenever it pushed the WAL past 1000 pages: a p99 spike under disk load."""
+    from server.app import build_context
+    from tests.fakes.lakefs import FakeLakeFS
+    from tests.fakes.processor import FakeProcessor
+
+    settings = replace(Settings.load({}), state_dir=tmp_path, workers=1)
+    ctx = build_context(settings, FakeProcessor(), FakeLakeFS(), intake_only=True)
+    assert ctx.state is not None
+    state = ctx.state
+    db = state.db
+    assert isinstance(db, Database)
+    assert db.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for n in range(1500):  # each a webhook's commit
+        ctx.queue.enqueue("s", "tag", f"t{n}", "delete_tag")
+    wal = Path(f"{settings.jobs_db}-wal")
+    assert wal.stat().st_size > 2 * 1000 * 4096  # no commit copied the WAL back
+
+    supervisor = Supervisor(
+        settings, ctx.queue, state.quarantine(settings), Metrics(), spawn=FakeProcess
+    )
+    supervisor.tick()  # checkpoints (and starts the processes)
+    ctx.queue.enqueue("s", "tag", "after", "delete_tag")  # the WAL starts over after it
+    busy, frames, _ = db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, frames < 50) == (0, True), frames
+    assert (
+        Database(tmp_path / "w.sqlite")
+        .connection()
+        .execute("PRAGMA wal_autocheckpoint")
+        .fetchone()[0]
+        == 1000
+    )  # the workers keep SQLite's own checkpoints
