@@ -100,7 +100,7 @@ def start_server(
     state_dir: Path,
     port: int,
     extra_env: dict[str, str] | None = None,
-    ready_timeout: float = 60.0,
+    ready_timeout: float = 180.0,  # an upper bound: a loaded 2-core machine starts slowly
 ) -> RunningServer:
     """Start ``lakehook serve`` in a child process and wait until /healthz answers."""
     listen = f"127.0.0.1:{port}"
