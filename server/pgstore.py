@@ -158,7 +158,17 @@ class PgDatabase:
                 open=True,
             )
         )
-        with self.transaction() as db:
+        try:  # the tables, on a connection of its own: an unreachable server says why at once
+            with psycopg.connect(
+                url, autocommit=True, row_factory=dict_row, connect_timeout=10
+            ) as conn:
+                self._create_tables(Session(self, conn), conn)
+        except psycopg.OperationalError as err:
+            self.pool.close()
+            raise ServiceUnavailable(f"PostgreSQL (LAKEHOOK_QUEUE_URL) failed: {err}") from err
+
+    def _create_tables(self, db: Session, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
             db.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("lakehook", "ddl"),))
             wanted = self._wanted_schema(db)
             if wanted:
