@@ -286,7 +286,13 @@ def run(
         inside = Samples()
         inside.webhook = [s for s in samples.webhook if window[0] <= s[0] <= window[1]]
         inside.gate = [s for s in samples.gate if window[0] <= s[0] <= window[1]]
+        timeline = []  # webhook acks under load, per 5 s from the job's start
+        for start in range(0, int(window[1] - window[0]) + 1, 5):
+            rows = [x for x in inside.webhook if start <= x[0] - window[0] < start + 5]
+            if rows:
+                timeline.append((start, _summary(rows)))
         return {
+            "timeline": timeline,
             "size_mb": size / 1024 / 1024,
             "processing_s": window[1] - window[0],
             "state": done["status"]["state"],
@@ -315,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--csv", type=Path, default=None, help="a lab CSV made before (reused)")
     parser.add_argument("--engine", choices=("pyarrow", "trino", "auto"), default="pyarrow")
+    parser.add_argument(
+        "--timeline", action="store_true", help="webhook p50/p99/max per 5 s of the job too"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
@@ -337,6 +346,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {phase} | {'webhook ack' if kind == 'webhook' else 'pre-merge'} | "
                 f"{s['requests']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
                 f"{s['max_ms']:.1f} | {s['failed']:.0f} |"
+            )
+    if args.timeline:
+        print("\n| s into the job | webhooks | p50 ms | p99 ms | max ms |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for start, w in r["timeline"]:
+            print(
+                f"| {start} | {w['requests']:.0f} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} | "
+                f"{w['max_ms']:.1f} |"
             )
     m = r["memory"]
     print(
