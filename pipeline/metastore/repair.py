@@ -9,6 +9,7 @@ that disagree with their manifest, a failing probe) are returned, never hidden.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipeline import steps
 from pipeline.metastore.sync import (
@@ -17,7 +18,7 @@ from pipeline.metastore.sync import (
     desired_tables_from_manifests,
     sync_ref,
 )
-from pipeline.metastore.verify import METASTORE_PROBLEMS, Problem, verify_ref
+from pipeline.metastore.verify import METASTORE_PROBLEMS, Problem, table_checks, verify_ref
 from pipeline.model import TableManifest
 from pipeline.ports import LakeFS, Metastore
 
@@ -52,12 +53,33 @@ def sync_and_verify(
         ServiceUnavailable: a service did not answer.
     """
     desired = desired_tables_from_manifests(repo, ref, schema, manifests)
-    with steps.step(steps.METASTORE):
-        result = sync_ref(metastore, schema, desired, workers)
-    with steps.step(steps.VERIFICATION):
-        problems = verify_ref(
-            metastore, lakefs, repo, ref, schema, manifests, probe=probe, workers=workers
-        )
+    # a table's footers and probe start as soon as its definition is written, on their own
+    # pool, while the other tables are still being synced (the probes are most of the time)
+    early: dict[str, Future[tuple[list[Problem], list[Problem]]]] = {}
+    with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="verify") as pool:
+
+        def start(table: str) -> None:
+            if table in manifests and table not in early:
+                early[table] = pool.submit(
+                    table_checks, metastore, lakefs, repo, ref, schema, manifests[table], probe
+                )
+
+        with steps.step(steps.METASTORE):
+            result = sync_ref(metastore, schema, desired, workers, done=start)
+        for table in sorted(manifests):  # the tables the sync left as they were
+            start(table)
+        with steps.step(steps.VERIFICATION):
+            problems = verify_ref(
+                metastore,
+                lakefs,
+                repo,
+                ref,
+                schema,
+                manifests,
+                probe=probe,
+                workers=workers,
+                early=early,
+            )
     if any(p.what in METASTORE_PROBLEMS for p in problems):
         with steps.step(steps.METASTORE):
             result = sync_ref(metastore, schema, desired, workers)

@@ -164,7 +164,11 @@ def read_tables(
 
 
 def execute(
-    metastore: Metastore, schema: str, plan: list[SyncAction], workers: int = DEFAULT_WORKERS
+    metastore: Metastore,
+    schema: str,
+    plan: list[SyncAction],
+    workers: int = DEFAULT_WORKERS,
+    done: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """Run ``plan``. Transient errors propagate; other per-table errors are collected.
 
@@ -187,6 +191,8 @@ def execute(
         except LakehookError as err:
             return action.table, f"{action.kind} failed: {err.message}"
         faults.reached("after-metastore-change")
+        if done is not None and action.kind != DROP:
+            done(action.table)
         return None
 
     failures = [f for f in parallel_map(run, plan, workers) if f is not None]
@@ -198,18 +204,20 @@ def sync_ref(
     schema: str,
     desired_tables: Mapping[str, TableDef],
     workers: int = DEFAULT_WORKERS,
+    done: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """Make ``schema`` hold exactly ``desired_tables``; idempotent.
 
     Creates the schema when missing, drops tables without a manifest, replaces tables whose
-    columns, types, location or fingerprint differ, creates missing ones.
+    columns, types, location or fingerprint differ, creates missing ones. ``done(table)`` is
+    called (on the pool's thread) as soon as a table has been created or replaced.
 
     Raises:
         ServiceUnavailable: the metastore or engine did not answer.
     """
     metastore.create_schema(schema)
     actual = read_tables(metastore, schema, workers)
-    return execute(metastore, schema, plan_sync(desired_tables, actual), workers)
+    return execute(metastore, schema, plan_sync(desired_tables, actual), workers, done)
 
 
 def rewrite_for_ref(table: TableDef, schema: str, repo: str, ref: str) -> TableDef:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,23 @@ def check_probe(metastore: Metastore, schema: str, manifest: TableManifest) -> l
     return []
 
 
+def table_checks(
+    metastore: Metastore,
+    lakefs: LakeFS | None,
+    repo: str,
+    ref: str,
+    schema: str,
+    manifest: TableManifest,
+    probe: bool = True,
+) -> tuple[list[Problem], list[Problem]]:
+    """One table's Parquet footers (skipped without ``lakefs``), then its probe when the files
+    agree: the problems of each. ``verify_ref`` drops the probe's for a table whose metastore
+    definition turns out broken, so the checks may start before the definitions are read."""
+    files = check_files(lakefs, repo, ref, manifest) if lakefs is not None else []
+    probed = check_probe(metastore, schema, manifest) if probe and not files else []
+    return files, probed
+
+
 def verify_ref(
     metastore: Metastore,
     lakefs: LakeFS | None,
@@ -218,6 +236,7 @@ def verify_ref(
     *,
     probe: bool = True,
     workers: int = DEFAULT_WORKERS,
+    early: Mapping[str, Future[tuple[list[Problem], list[Problem]]]] | None = None,
 ) -> list[Problem]:
     """Every disagreement between a ref's schema, manifests, Parquet files and the engine.
 
@@ -230,6 +249,8 @@ def verify_ref(
         manifests: table -> manifest at the ref's head.
         probe: run ``SELECT count(*)`` per table (skipped for tables already broken).
         workers: parallel calls.
+        early: table -> its ``table_checks`` started already (``sync_and_verify`` starts a
+            table's as soon as its definition is written); the others are run here.
 
     Returns:
         The problems, sorted by table; empty means verified.
@@ -244,6 +265,10 @@ def verify_ref(
     broken = {p.table for p in problems}
 
     def check(manifest: TableManifest) -> list[Problem]:
+        started = early.get(manifest.table) if early is not None else None
+        if started is not None:
+            files, probed = started.result()
+            return files if manifest.table in broken else files + probed
         found = check_files(lakefs, repo, ref, manifest) if lakefs is not None else []
         if probe and manifest.table not in broken and not found:
             found += check_probe(metastore, schema, manifest)

@@ -17,6 +17,7 @@ from pipeline.metastore.sync import (
     plan_sync,
     sync_ref,
 )
+from pipeline.metastore.verify import verify_ref
 from pipeline.model import TableManifest
 from pipeline.ports import Column, TableDef
 from tests.fakes.metastore import FakeMetastore, make_manifest
@@ -156,3 +157,45 @@ def test_sync_and_verify_repairs_a_table_altered_behind_our_back() -> None:
     assert dm.columns[1] == Column("age", "integer")
     assert metastore.get_table("study_main", "sv") is not None
     assert [(a.kind, a.table) for a in result.actions] == [("replace", "dm"), ("create", "sv")]
+
+
+def test_a_tables_probe_starts_as_soon_as_its_definition_is_written() -> None:
+    import threading
+
+    probed_dm = threading.Event()
+
+    class Watching(FakeMetastore):
+        dm_probed_before_sv = False
+
+        def create_table(self, table: TableDef) -> None:
+            if table.name == "sv":  # written after dm (workers=1): dm's probe runs meanwhile
+                self.dm_probed_before_sv = probed_dm.wait(5)
+            super().create_table(table)
+
+        def probe(self, schema: str, table: str) -> int:
+            rows = super().probe(schema, table)
+            if table == "dm":
+                probed_dm.set()
+            return rows
+
+    metastore = Watching()
+    for table in desired().values():
+        metastore.set_rows(table.location, 3)
+    _, problems = sync_and_verify(
+        metastore, None, "study", "main", "study_main", {"dm": DM, "sv": SV}, workers=1
+    )
+    assert problems == []
+    assert metastore.dm_probed_before_sv
+    assert metastore.get_table("study_main", "sv") is not None
+
+
+def test_early_probes_report_what_verifying_afterwards_reports() -> None:
+    metastore = FakeMetastore()
+    manifests = {"dm": DM, "sv": SV}
+    for table in desired().values():
+        metastore.set_rows(table.location, 3)
+    metastore.set_rows(desired()["sv"].location, 2)  # the engine reads 2 rows, the manifest 3
+    _, problems = sync_and_verify(metastore, None, "study", "main", "study_main", manifests)
+    afterwards = verify_ref(metastore, None, "study", "main", "study_main", manifests)
+    assert [(p.table, p.what) for p in problems] == [("sv", "probe row count differs")]
+    assert problems == afterwards
