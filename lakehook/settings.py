@@ -33,6 +33,19 @@ SIGNING_KEY_FILE = "signing.key"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # case-insensitive
 
 
+def default_memory_limit_mb(cores: int | None = None) -> int:
+    """The default worker address-space ceiling: 4096 MiB on 2 cores, +256 per core above.
+
+    Measured (docs/benchmarks.md, "Intake isolation"): a job processing a 1 GB CSV peaks at
+    ~2.3 GiB of address space on 2 cores, most of it reservations of thread stacks and
+    allocator arenas, and pyarrow runs a thread per core: with 16 threads the conversion alone
+    reserved ~0.9 GiB more. The ceiling follows the cores so that it bounds the job, not the
+    machine's thread count.
+    """
+    cores = cores if cores is not None else (os.cpu_count() or 2)
+    return 4096 + 256 * max(cores - 2, 0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Endpoints, credentials and tuning of one lakehook process."""
@@ -70,7 +83,8 @@ class Settings:
     reconcile_max_refs: int = 500  # refs a timer sweep checks (round robin across sweeps)
     working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
     queue_poll_interval: float = 0.2  # seconds between a worker's looks at the queue
-    worker_memory_limit_mb: int = 4096  # address-space ceiling of each worker (RLIMIT_AS)
+    # address-space ceiling of each worker (RLIMIT_AS); grows with the cores (thread reservations)
+    worker_memory_limit_mb: int = field(default_factory=lambda: default_memory_limit_mb())
     job_time_limit_seconds: float = 1800.0  # wall-clock limit of one job; its worker is killed
     gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
     worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
@@ -272,7 +286,8 @@ class Settings:
         if self.worker_memory_limit_mb < 256:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB={self.worker_memory_limit_mb} is too small for a "
-                "worker (at least 256; the default 4096 suits a 1 GB CSV)"
+                f"worker (at least 256; the default here, {default_memory_limit_mb()}, suits a "
+                "1 GB CSV)"
             )
         if not self.webhook_token:
             raise ConfigError("LAKEHOOK_WEBHOOK_TOKEN must not be empty")

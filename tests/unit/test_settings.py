@@ -145,3 +145,17 @@ def test_the_queue_url_must_be_postgresql_and_replicas_must_share_the_signing_ke
     with pytest.raises(ConfigError, match="LAKEHOOK_SIGNING_KEY"):
         settings.check_serving()
     Settings.load({"LAKEHOOK_QUEUE_URL": url, "LAKEHOOK_SIGNING_KEY": "k" * 40}).check_serving()
+
+
+def test_the_worker_memory_ceiling_follows_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4096 MiB fits a 1 GB job on 2 cores with ~1.8 GiB to spare; each core adds pyarrow and
+    allocator threads whose reservations count against RLIMIT_AS, so a fixed 4096 would refuse
+    any job on a large machine."""
+    from lakehook.settings import default_memory_limit_mb
+
+    assert default_memory_limit_mb(2) == 4096
+    assert default_memory_limit_mb(1) == 4096
+    assert default_memory_limit_mb(16) == 4096 + 14 * 256
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert Settings.load({}).worker_memory_limit_mb == 7680
+    assert Settings.load({"LAKEHOOK_WORKER_MEMORY_LIMIT_MB": "3000"}).worker_memory_limit_mb == 3000
