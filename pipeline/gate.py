@@ -113,6 +113,8 @@ def _status_reasons(status: RefStatus | None, head: str) -> list[str]:
             f"{where} failed: {errors or status.reason or 'see lakehook status'}; fix the "
             "input on the source branch and commit before merging"
         ]
+    if status.state in ("pending", "processing") and status.last_synced_commit == head:
+        return []  # a re-check on a head lakehook already synced: its outputs are there
     if status.state != "synced":
         still = "still processing: " if status.state in ("pending", "processing") else ""
         return [

@@ -134,6 +134,20 @@ def test_processing_or_pending_source_is_refused() -> None:
         assert state in decision.reasons[0]
 
 
+def test_a_recheck_running_on_an_already_synced_head_does_not_block_the_merge() -> None:
+    # a reconciler sweep or a replayed webhook re-runs a job on the head lakehook already
+    # synced: the head's outputs and manifests are there, so the gate decides on them (the
+    # demo's merge was refused "still processing" by such a no-op job, and its drift unsaid)
+    recheck = status("processing", reason="job 6 (sync_branch) running", last_synced_commit=HEAD)
+    assert gate(source_status=recheck).allowed
+    refused = gate(source={"dm": DM_AGE_TEXT}, source_status=recheck)
+    assert not refused.allowed
+    assert "BREAKING" in refused.reasons[0]
+    # a head that was never synced is still processing, whatever ran before it
+    earlier = status("processing", last_synced_commit="e" * 64)
+    assert "still processing" in gate(source_status=earlier).reasons[0]
+
+
 def test_value_level_is_refused_by_default() -> None:
     before = make_manifest("dm", [("age", "integer")], invalid_values={"age": 0})
     after = make_manifest("dm", [("age", "integer")], invalid_values={"age": 4})
