@@ -30,17 +30,15 @@ PYTEST_FILTER ?=
 LAKEHOOK_MARQUEZ_SOURCE ?= $(wildcard $(abspath ../shared/vendor/marquez-0.51.1-src.tar.gz))
 export LAKEHOOK_MARQUEZ_SOURCE
 
-# Two phases at once (tests/phases.sh): every test that shares the stack politely runs in
-# parallel (pytest-xdist; the stack tests mostly wait on lakeFS, Trino and the metastore, so more
-# workers than cores pays) on the stack `stack up` starts; the tests that stop a component for
-# 60 s or restart the stack (marker `disruptive`) run one after the other on a second stack of
-# their own (same builds, own data and ports), stopped at the end.
+# Two phases: every test that shares the stack politely runs in parallel (pytest-xdist; the stack
+# tests mostly wait on lakeFS, Trino and the metastore, so more workers than cores pays); the
+# tests that stop or restart a shared component (marker `disruptive`) run alone afterwards.
 TEST_WORKERS ?= 4
-export TEST_WORKERS PYTEST_FILTER
 
 test: install  ## start the local stack with Marquez (installing it on first use) and run every test
 	$(BIN)/lakehook stack up
-	BIN=$(BIN) tests/phases.sh
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "$(PYTEST_FILTER)not disruptive"
+	$(BIN)/pytest -m "$(PYTEST_FILTER)disruptive"
 
 test-unit: install  ## fast tests only (no stack)
 	$(BIN)/pytest -m "not stack and not marquez"
