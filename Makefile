@@ -31,8 +31,9 @@ LAKEHOOK_MARQUEZ_SOURCE ?= $(wildcard $(abspath ../shared/vendor/marquez-0.51.1-
 export LAKEHOOK_MARQUEZ_SOURCE
 
 # Two phases: every test that shares the stack politely runs in parallel (pytest-xdist; the stack
-# tests mostly wait on lakeFS, Trino and the metastore, so more workers than cores pays); the
-# tests that stop or restart a shared component (marker `disruptive`) run alone afterwards.
+# tests mostly wait on lakeFS, Trino and the metastore, so more workers than cores pays; the
+# outage tests cut a relay between their own server and a service, not the service itself);
+# the test that restarts the whole stack (marker `disruptive`) runs alone afterwards.
 TEST_WORKERS ?= 4
 
 test: install  ## start the local stack with Marquez (installing it on first use) and run every test

@@ -81,6 +81,9 @@ class Settings:
     job_lease_seconds: float = 120.0
     retry_max_delay: float = 300.0  # longest wait between two tries of a service failure
     reconcile_max_refs: int = 500  # refs a timer sweep checks (round robin across sweeps)
+    # seconds before a repository found without lakehook's actions calling this server is
+    # looked at again by the timer sweeps (repositories lakehook has tables for: every sweep)
+    discovery_interval: float = 600.0
     working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
     queue_poll_interval: float = 0.2  # seconds between a worker's looks at the queue
     # address-space ceiling of each worker (RLIMIT_AS); grows with the cores (thread reservations)
@@ -256,6 +259,8 @@ class Settings:
             raise ConfigError(
                 "LAKEHOOK_JOB_LEASE_SECONDS and LAKEHOOK_RETRY_MAX_DELAY must be positive"
             )
+        if self.discovery_interval <= 0:
+            raise ConfigError("LAKEHOOK_DISCOVERY_INTERVAL must be a positive number of seconds")
         if self.reconcile_max_refs < 1:
             raise ConfigError("LAKEHOOK_RECONCILE_MAX_REFS must be at least 1")
         if self.workers < 1:

@@ -380,6 +380,7 @@ def build_context(
         metrics,
         processor=processor,
         max_refs=settings.reconcile_max_refs,
+        discovery_interval=settings.discovery_interval,
         working_branch_grace=settings.working_branch_grace,
         server_url=settings.server_url,
     )

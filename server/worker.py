@@ -369,7 +369,15 @@ class Reconciler:
     A timer sweep looks at no more than ``max_refs`` refs, continuing round robin where the
     previous sweep stopped, so its work is bounded however many refs there are; an explicit
     ``sweep(repo)`` (``lakehook reconcile``) covers the whole repository at once.
+
+    Finding the repositories is bounded too: whether a branch head carries lakehook's actions
+    is remembered per commit (a commit never changes), and a repository found without them is
+    not listed again for ``discovery_interval`` seconds unless lakehook has tables for it. A
+    lakeFS of a thousand other repositories costs a sweep one listing of repositories, not a
+    thousand listings of branches and reads of action files (measured: docs/benchmarks.md).
     """
+
+    _MEMO_LIMIT = 65_536  # remembered (repository, commit) answers before the memo is reset
 
     def __init__(
         self,
@@ -381,6 +389,7 @@ class Reconciler:
         processor: Processor | None = None,
         *,
         max_refs: int = 500,
+        discovery_interval: float = 600.0,
         working_branch_grace: float = 900.0,
         server_url: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -389,28 +398,71 @@ class Reconciler:
         self.wake = wake
         self.processor = processor  # None: heads only, the metastore is not checked
         self.max_refs = max_refs
+        self.discovery_interval = discovery_interval
         self.working_branch_grace = working_branch_grace
         self.server_url = server_url  # None: every repository with lakehook's actions
         self.clock = clock
-        self._cursor = 0  # where the next timer sweep starts in the list of refs
+        self._cursors = {"known": 0, "new": 0}  # where the next timer sweep starts, per group
+        self._found: set[str] = set()  # repositories found with lakehook's actions
         self._lock = threading.Lock()
+        self._has_actions: dict[tuple[str, str], bool] = {}  # (repository, commit) -> answer
+        self._not_ours: dict[str, float] = {}  # repository -> when to look at it again
 
     # ---- what to look at -------------------------------------------------------------------
     def repositories(self) -> list[str]:
         """Repositories with lakehook's actions on any branch (calling this server)."""
+        listed = self.lakefs.list_repositories()
+        known = self._known(listed)
+        return self._ours([r for r in listed if r in known] + [r for r in listed if r not in known])
+
+    def _known(self, listed: list[str]) -> set[str]:
+        """Repositories lakehook has tables for or found its actions in: looked at first."""
+        mapped = {repo for repo, _, _ in self.store.schema_mapping()}
+        with self._lock:
+            self._not_ours = {r: t for r, t in self._not_ours.items() if r in set(listed)}
+            return mapped | self._found
+
+    def _ours(self, candidates: list[str]) -> list[str]:
+        """Those of ``candidates`` with lakehook's actions, skipping recent 'not ours' answers."""
+        now = self.clock()
+        mapped = {repo for repo, _, _ in self.store.schema_mapping()} if candidates else set()
         out = []
-        for repo in self.lakefs.list_repositories():
+        for repo in candidates:
+            with self._lock:
+                if self._not_ours.get(repo, 0.0) > now and repo not in mapped:
+                    continue
             try:
                 branches = self.lakefs.list_branches(repo)
-                if any(
-                    has_actions(self.lakefs, repo, b.name, self.server_url)
+                ours = any(
+                    self._actions_at(repo, b)
                     for b in branches
                     if not is_working_branch_name(b.name)
-                ):
-                    out.append(repo)
+                )
             except NotFound:
                 continue  # deleted while we looked
+            with self._lock:
+                if ours:
+                    self._not_ours.pop(repo, None)
+                    self._found.add(repo)
+                else:
+                    self._not_ours[repo] = now + self.discovery_interval
+                    self._found.discard(repo)
+            if ours:
+                out.append(repo)
         return out
+
+    def _actions_at(self, repo: str, branch: Any) -> bool:
+        """``has_actions`` on the branch's head, remembered per commit."""
+        key = (repo, str(branch.commit_id))
+        with self._lock:
+            if key in self._has_actions:
+                return self._has_actions[key]
+        answer = has_actions(self.lakefs, repo, branch.commit_id, self.server_url)
+        with self._lock:
+            if len(self._has_actions) >= self._MEMO_LIMIT:
+                self._has_actions.clear()
+            self._has_actions[key] = answer
+        return answer
 
     def sweep(self, repo: str | None = None, branch: str | None = None) -> list[int]:
         """Enqueue what differs; returns the job ids.
@@ -447,8 +499,25 @@ class Reconciler:
         return jobs
 
     def _sweep_all(self) -> list[int]:
+        """The repositories lakehook knows first (their jobs are queued and the workers woken
+        before the rest is looked at), then the others, within one budget of ``max_refs``."""
+        listed = self.lakefs.list_repositories()
+        known = self._known(listed)
+        jobs, budget = self._sweep_group("known", self._ours([r for r in listed if r in known]))
+        if jobs and self.wake is not None:
+            self.wake()
+        # discovery runs whatever the budget left: what it finds joins the known group
+        more, _ = self._sweep_group(
+            "new", self._ours([r for r in listed if r not in known]), max(budget, 0)
+        )
+        return jobs + more
+
+    def _sweep_group(
+        self, group: str, repos: list[str], budget: int | None = None
+    ) -> tuple[list[int], int]:
+        """Check a window of the group's refs (round robin); returns the jobs and the budget left."""
+        budget = self.max_refs if budget is None else budget
         refs: list[tuple[str, Any, str]] = []  # (repo, Ref, ref_type)
-        repos = self.repositories()
         for name in repos:
             try:
                 refs += [
@@ -460,14 +529,14 @@ class Reconciler:
             except NotFound:
                 continue
         with self._lock:
-            start = self._cursor % len(refs) if refs else 0
-            window = (refs[start:] + refs[:start])[: self.max_refs]
-            self._cursor = start + len(window)
+            start = self._cursors[group] % len(refs) if refs else 0
+            window = (refs[start:] + refs[:start])[:budget]
+            self._cursors[group] = start + len(window)
         jobs = [j for repo, ref, kind in window if (j := self._check(repo, ref, kind)) is not None]
         for name in repos:
             jobs += self._guarded(name, self._deleted_refs, name)
             self._guarded(name, self.clean_working_branches, name)
-        return jobs
+        return jobs, budget - len(window)
 
     def _guarded(self, repo: str, step: Callable[[str], Any], arg: str) -> Any:
         """One repository's step of a timer sweep: an error is logged and counted, not fatal."""

@@ -165,6 +165,7 @@ def _reconcile(settings: Settings, stop: threading.Event, ready: Ready | None) -
         Metrics(),
         processor=processor,
         max_refs=settings.reconcile_max_refs,
+        discovery_interval=settings.discovery_interval,
         working_branch_grace=settings.working_branch_grace,
         server_url=settings.server_url,
     )

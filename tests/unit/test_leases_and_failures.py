@@ -310,6 +310,103 @@ def test_reconciler_finds_actions_on_any_branch_and_bounds_each_sweep(db: Databa
     assert seen == {b.name for b in lakefs.list_branches("s")}
 
 
+def test_a_sweep_queues_the_known_repositories_work_before_discovering_the_rest(
+    db: Database,
+) -> None:
+    """A restarted server's first sweep: the missed commit of a repository lakehook has tables
+    for is queued, and the workers woken, before a thousand other repositories are looked at."""
+    lakefs = FakeLakeFS()
+    for n in range(30):
+        lakefs.create_repository(f"a{n}", f"local://a{n}")  # listed before "s"
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    store.save_schema_name("s", "branch", "main", "s_main")  # lakehook has tables for "s"
+    order: list[str] = []
+    listed = lakefs.list_branches
+
+    def listing(repo: str) -> Any:
+        order.append(repo)
+        return listed(repo)
+
+    lakefs.list_branches = listing  # type: ignore[method-assign]
+    woken: list[int] = []
+    reconciler = Reconciler(
+        lakefs,
+        queue,
+        store,
+        Metrics(),
+        wake=lambda: woken.append(len(order)),
+        server_url="http://x:1",
+    )
+    jobs = reconciler.sweep()
+    assert [queue.get(j).ref for j in jobs] == ["main"]  # type: ignore[union-attr]
+    assert order[0] == "s"
+    # woken once the known repository's job was queued, before the 30 others were listed
+    assert woken
+    assert set(order[: woken[0]]) == {"s"}
+    assert len(order) > woken[0]  # the others were looked at after that
+
+
+class CountingLakeFS(FakeLakeFS):
+    """The fake lakeFS, counting the calls a sweep's discovery makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def list_branches(self, repo: str) -> Any:
+        self._count("list_branches")
+        return super().list_branches(repo)
+
+    def list_objects(self, repo: str, ref: str, prefix: str = "") -> Any:
+        self._count("list_objects")
+        return super().list_objects(repo, ref, prefix)
+
+
+def test_discovery_does_not_list_every_foreign_repository_on_every_sweep(db: Database) -> None:
+    """A lakeFS of many repositories that are not lakehook's: one discovery, then only ours."""
+    lakefs = CountingLakeFS()
+    for n in range(50):  # other teams' repositories, or other lakehook servers'
+        lakefs.create_repository(f"other{n}", f"local://other{n}")
+    install(lakefs, "other0", "main", "http://y:2")
+    lakefs.create_repository("s", "local://s")
+    install(lakefs, "s", "main", "http://x:1")
+    now = [1000.0]
+    reconciler = Reconciler(
+        lakefs,
+        JobQueue(db),
+        SqliteStatusStore(db),
+        Metrics(),
+        server_url="http://x:1",
+        discovery_interval=600,
+        clock=lambda: now[0],
+    )
+    assert reconciler.repositories() == ["s"]
+    first = dict(lakefs.calls)
+    assert first["list_branches"] == 51
+    lakefs.calls.clear()
+    for _ in range(10):  # the next sweeps: only "s" is looked at, its head's answer remembered
+        now[0] += 5
+        assert reconciler.repositories() == ["s"]
+    assert lakefs.calls == {"list_branches": 10}
+    # a commit on ours is a new head: looked at once
+    lakefs.upload_object("s", "main", "raw/x.csv", b"a\n1\n")
+    lakefs.commit("s", "main", "data", {})
+    lakefs.calls.clear()
+    assert reconciler.repositories() == ["s"]
+    assert lakefs.calls == {"list_branches": 1, "list_objects": 1}
+    # after the discovery interval, a repository that got lakehook's actions meanwhile is found
+    install(lakefs, "other7", "main", "http://x:1")
+    now[0] += 5
+    assert reconciler.repositories() == ["s"]
+    now[0] += 600
+    assert sorted(reconciler.repositories()) == ["other7", "s"]
+
+
 def test_reconciler_counts_errors_and_goes_on(db: Database) -> None:
     lakefs = FakeLakeFS()
     lakefs.create_repository("s", "local://s")
