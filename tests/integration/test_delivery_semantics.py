@@ -24,7 +24,6 @@ from trino.exceptions import TrinoUserError
 
 from lakehook.settings import Settings
 from pipeline.generator import generate_study
-from pipeline.processing.plan import WORKING_PREFIX
 from tests.integration.conftest import (
     RunningServer,
     free_port,
@@ -153,98 +152,6 @@ def test_duplicated_and_out_of_order_deliveries_have_one_effect(
     assert client.branches_api.get_branch(repo, "main").commit_id == head
     rows = {t["table"]: t["rows"] for t in final["tables"]}
     assert rows["patients"] == second_files["raw/patients.csv"].count(b"\n") - 1
-
-
-def test_kill_9_with_pending_jobs_then_restart_completes_each_job_once(
-    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
-) -> None:
-    state = tmp_path / "state"
-    port = free_port()
-    one_worker = {"LAKEHOOK_WORKERS": "1"}
-    server = start_server(state, port, one_worker)
-    try:
-        repo = new_repository(client, "kill")
-        install_actions(server, repo)
-        branches = ["b1", "b2", "b3"]
-        for name in branches:
-            client.branches_api.create_branch(
-                repo, lakefs_sdk.BranchCreation(name=name, source="main")
-            )
-        commits = {}
-        for i, name in enumerate(branches):
-            files = generate_study(patients=400 + 10 * i, seed=11 + i)
-            commits[name] = upload_and_commit(client, repo, name, files, f"delivery on {name}")
-
-        # wait until the three post-commit jobs are recorded, then kill -9 while they run
-        deadline = time.monotonic() + 60
-        jobs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            jobs = get_json(f"{server.url}/api/v1/repos/{repo}/jobs")
-            synced = [j for j in jobs if j["kind"] == "sync_branch" and j["ref"] in branches]
-            if {j["ref"] for j in synced} == set(branches):
-                break
-            time.sleep(0.05)
-        unfinished = [j for j in synced if j["state"] not in {"done", "failed"}]
-        assert unfinished, f"every job finished before the kill; nothing was tested: {jobs}"
-        server.stop(kill=True)
-        assert server.process.returncode == -9
-
-        restarted = start_server(state, port, one_worker)
-        try:
-            for name in branches:
-                status = wait_state(restarted, repo, name, commits[name])
-                assert status["state"] == "synced", status
-            settled = wait_jobs_settled(restarted, repo)
-        finally:
-            restarted.stop()
-    finally:
-        server.stop()
-
-    assert [j for j in settled if j["state"] == "failed"] == []
-    interrupted_ids = {j["id"] for j in unfinished}
-    finished = {j["id"]: j for j in settled}
-    # the interrupted jobs themselves were taken up again and completed (not re-created)
-    assert all(finished[i]["state"] == "done" for i in interrupted_ids), settled
-    for name in branches:
-        assert lakehook_merges(client, repo, name) == {commits[name]: 1}, name
-    leftovers = [
-        b.id
-        for b in client.branches_api.list_branches(repo, amount=1000).results
-        if b.id.startswith(WORKING_PREFIX)
-    ]
-    assert leftovers == []
-
-
-def test_commit_made_while_the_server_is_down_is_picked_up_by_the_reconciler(
-    client: LakeFSClient, stack_settings: Settings, tmp_path: Path
-) -> None:
-    state = tmp_path / "state"
-    port = free_port()
-    server = start_server(state, port)
-    repo = new_repository(client, "down")
-    try:
-        install_actions(server, repo)
-        first = upload_and_commit(client, repo, "main", generate_study(30, seed=5), "delivery 1")
-        assert wait_state(server, repo, "main", first)["state"] == "synced"
-    finally:
-        server.stop()
-
-    # the server is down: lakeFS's post-commit webhook fails and is never retried
-    missed = upload_and_commit(
-        client, repo, "main", generate_study(50, seed=5, delivery=2), "delivery 2 (missed)"
-    )
-    restarted = start_server(state, port)
-    try:
-        status = wait_state(restarted, repo, "main", missed)
-        # a sweep that ran while the job processed may have queued one more (a no-op) behind it
-        jobs = wait_jobs_settled(restarted, repo)
-    finally:
-        restarted.stop()
-    assert status["state"] == "synced", status
-    found = [j for j in jobs if j["ref"] == "main" and j["event"] == "reconcile"]
-    assert found, jobs
-    assert all(j["state"] == "done" for j in found), jobs
-    assert lakehook_merges(client, repo, "main") == {first: 1, missed: 1}
 
 
 def test_reconciler_repairs_a_table_dropped_or_altered_behind_lakehooks_back(
