@@ -152,6 +152,7 @@ class Webhooks:
         return _reply(202, {"job_id": job_id, "coalesced": coalesced})
 
     def _gate(self, event: ev.Event, extra: dict[str, Any]) -> dict[str, Any]:
+        cherrypy.request.lakehook_route = "gate"
         source = event.merge_source or event.source_ref
         budget = self.ctx.settings.gate_timeout_seconds
         try:
@@ -283,6 +284,47 @@ class Root:
         return self.ctx.metrics.render()
 
 
+def _route(request: Any) -> str:
+    """A bounded label for the request-time histogram (never the raw path: any client picks it)."""
+    named = getattr(request, "lakehook_route", None)
+    if named:
+        return str(named)
+    path = f"{request.script_name}{request.path_info}"
+    if path.startswith("/webhooks/"):
+        return "webhook"
+    if path.startswith("/api/"):
+        return "api"
+    if path in ("/healthz", "/readyz"):
+        return "health"
+    return "metrics" if path == "/metrics" else "other"
+
+
+def _timer_start() -> None:
+    cherrypy.request.lakehook_started = time.perf_counter()
+
+
+def _timer_end() -> None:
+    request = cherrypy.request
+    started = getattr(request, "lakehook_started", None)
+    ctx = getattr(getattr(request.app, "root", None), "ctx", None)
+    if started is not None and isinstance(ctx, Context):
+        ctx.metrics.requests.labels(_route(request)).observe(time.perf_counter() - started)
+
+
+class _RequestTimer(cherrypy.Tool):  # type: ignore[misc]  # cherrypy is untyped
+    """``lakehook_http_request_seconds``: from the handler's start to the response sent."""
+
+    def __init__(self) -> None:
+        super().__init__("on_start_resource", _timer_start, priority=0)
+
+    def _setup(self) -> None:
+        super()._setup()
+        cherrypy.request.hooks.attach("on_end_request", _timer_end)
+
+
+cherrypy.tools.lakehook_timer = _RequestTimer()
+
+
 def _json_error(**page: Any) -> str:
     """CherryPy's error pages (404 of unknown paths, 413, 500) as JSON, without tracebacks."""
     cherrypy.response.headers["Content-Type"] = "application/json"
@@ -306,6 +348,7 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
             "checker.on": False,
             "error_page.default": _json_error,
             "request.show_tracebacks": False,
+            "tools.lakehook_timer.on": True,
         }
     )
     root = Root(ctx)

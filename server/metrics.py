@@ -55,6 +55,14 @@ class Metrics:
             ["type", "outcome"],
             registry=self.registry,
         )
+        self.requests = Histogram(
+            "lakehook_http_request_seconds",
+            "Time the intake took to answer a request, from its start to the response sent, "
+            "by route (webhook, gate, api, health, metrics, other)",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=self.registry,
+        )
         self.job_duration = Histogram(
             "lakehook_job_duration_seconds",
             "Time to run a job",

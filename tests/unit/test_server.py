@@ -470,6 +470,31 @@ def test_a_jobs_step_seconds_are_in_the_metrics(app: App) -> None:
     assert re.search(r'lakehook_job_step_seconds_count\{step="processing"\} [1-9]', metrics)
 
 
+def test_request_times_are_in_the_metrics_by_bounded_route(app: App) -> None:
+    def count(route: str) -> float:
+        found = re.search(
+            rf'lakehook_http_request_seconds_count\{{route="{route}"\}} ([0-9.]+)',
+            app.get("/metrics")[1],
+        )
+        return float(found.group(1)) if found else 0.0
+
+    before = {r: count(r) for r in ("webhook", "gate", "api", "health", "other")}
+    assert app.post({**COMMIT, "branch_id": "counted"})[0] == 202
+    assert app.post({"event_type": "pre-merge", "repository_id": "s", "branch_id": "main"})[0]
+    assert app.get("/healthz")[0] == 200
+    assert app.get("/api/v1/repos/s/jobs")[0] == 200
+    assert app.get("/no/such/path/" + "x" * 50)[0] == 404
+    after = {r: count(r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {
+        "webhook": 1,
+        "gate": 1,
+        "api": 1,
+        "health": 1,
+        "other": 1,
+    }
+    assert "xxxxx" not in app.get("/metrics")[1]  # a client's path is never a label
+
+
 def test_own_events_are_acknowledged_and_ignored(app: App) -> None:
     status, body = app.post({**COMMIT, "branch_id": "_lakehook-main-0123456789ab"})
     assert status == 200
