@@ -83,7 +83,13 @@ def _get(port: int, path: str, missing: Any = SystemExit) -> Any:
 
 
 def _senders(
-    port: int, rate: float, stop: threading.Event, samples: Samples, repo: str, connections: int = 4
+    port: int,
+    rate: float,
+    stop: threading.Event,
+    samples: Samples,
+    repo: str,
+    connections: int = 4,
+    gate_every: float = 0.5,
 ) -> list[threading.Thread]:
     def webhooks(worker: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -116,7 +122,7 @@ def _senders(
             "source_ref": "feature",
             "merge_source": "feature",
         }
-        while not stop.wait(0.5):
+        while not stop.wait(gate_every):
             sent, wall = time.perf_counter(), time.time()
             try:
                 ok = _request(conn, "POST", "/webhooks/lakefs", event)[0] in (200, 412)
@@ -126,7 +132,8 @@ def _senders(
             samples.add("gate", wall, time.perf_counter() - sent, ok)
 
     threads = [threading.Thread(target=webhooks, args=(w,)) for w in range(connections)]
-    threads.append(threading.Thread(target=gate))
+    if gate_every > 0:
+        threads.append(threading.Thread(target=gate))
     for t in threads:
         t.start()
     return threads
@@ -244,6 +251,7 @@ def run(
     work: Path,
     csv: Path | None = None,
     engine: str = "pyarrow",
+    gate_every: float = 0.5,
 ) -> dict[str, Any]:
     from pipeline.adapters.lakefs import LakeFSClient
     from server.actions import install
@@ -287,7 +295,7 @@ def run(
         samples = Samples()
         stop = threading.Event()
         scraped = _server_buckets(port)
-        threads = _senders(port, rate, stop, samples, repo)
+        threads = _senders(port, rate, stop, samples, repo, gate_every=gate_every)
         time.sleep(seconds)
         stop.set()
         for t in threads:
@@ -306,7 +314,7 @@ def run(
         samples = Samples()
         stop = threading.Event()
         scraped = _server_buckets(port)
-        threads = _senders(port, rate, stop, samples, repo)
+        threads = _senders(port, rate, stop, samples, repo, gate_every=gate_every)
         commit = lakefs.commit(repo, "main", "big delivery", {}).id
         done = _wait_job(port, repo, commit)
         stop.set()
@@ -357,12 +365,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, default=None, help="a lab CSV made before (reused)")
     parser.add_argument("--engine", choices=("pyarrow", "trino", "auto"), default="pyarrow")
     parser.add_argument(
+        "--gate-every", type=float, default=0.5, help="seconds between pre-merges (0: none)"
+    )
+    parser.add_argument(
         "--timeline", action="store_true", help="webhook p50/p99/max per 5 s of the job too"
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
-        r = run(args.size_mb, args.rate, args.seconds, Path(work), args.csv, args.engine)
+        r = run(
+            args.size_mb,
+            args.rate,
+            args.seconds,
+            Path(work),
+            args.csv,
+            args.engine,
+            args.gate_every,
+        )
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {r['machine_start']}")
     print(f"(after the run: {r['machine_end']})")
     print(
@@ -370,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({r['processing_s']:.1f} s, {r['state']}, engine {r['engine']}, "
         f"{r['workers']} worker processes at nice +{r['worker_nice']}), "
         f"webhooks at {args.rate:.0f}/s, "
-        "a pre-merge every 0.5 s:"
+        + (f"a pre-merge every {args.gate_every:g} s:" if args.gate_every else "no pre-merge:")
     )
     print("\n| phase | request | requests | p50 ms | p99 ms | max ms | failed |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -436,6 +437,9 @@ def serve(settings: Settings) -> None:
     from server.supervisor import Supervisor, SupervisorPlugin
 
     metrics_module.use_directory(settings.state_dir / "metrics")
+    # the gate's reads run in this process: a thread waiting for the interpreter (a webhook's
+    # handler) gets it after 1 ms instead of CPython's 5 (docs/benchmarks.md, bench_isolation)
+    sys.setswitchinterval(0.001)
     ctx = build_context(settings, intake_only=True)
     assert ctx.state is not None
     supervisor = Supervisor(settings, ctx.queue, ctx.state.quarantine(settings), ctx.metrics)

@@ -243,28 +243,37 @@ class JobQueue:
             return int(cur.lastrowid or 0), False
 
     def claim(self, worker: str) -> Job | None:
-        """The oldest due job whose ref is not being worked on, leased to ``worker``."""
+        """The oldest due job whose ref is not being worked on, leased to ``worker``.
+
+        Two single-statement writes (``Database.write``: no interpreter between taking the
+        write lock and committing), then a read of what was claimed: a worker name holds at
+        most one running job (its thread runs one job at a time).
+        """
         now = time.time()
-        with self.db.transaction() as db:
-            db.execute(  # leases that ran out: the worker died; the job is due again
-                "UPDATE job SET state=?, worker='' WHERE state=? AND lease_until < ?",
-                (PENDING, RUNNING, now),
+        # leases that ran out: the worker died; the job is due again
+        self.db.write(
+            "UPDATE job SET state=?, worker='' WHERE state=? AND lease_until < ?",
+            (PENDING, RUNNING, now),
+        )
+        cur = self.db.write(
+            "UPDATE job SET state=?, worker=?, lease_until=?, attempts=attempts+1, "
+            "generation=generation+1, started_at=? WHERE id = ("
+            " SELECT id FROM job j WHERE state=? AND not_before <= ? AND NOT EXISTS ("
+            "  SELECT 1 FROM job r WHERE r.state=? AND r.repo=j.repo AND r.ref_type=j.ref_type"
+            "  AND r.ref=j.ref) ORDER BY id LIMIT 1)",
+            (RUNNING, worker, now + self.lease_seconds, now, PENDING, now, RUNNING),
+        )
+        if cur.rowcount != 1:
+            return None
+        claimed = (
+            self.db.connection()
+            .execute(
+                "SELECT * FROM job WHERE state=? AND worker=? ORDER BY started_at DESC LIMIT 1",
+                (RUNNING, worker),
             )
-            row = db.execute(
-                "SELECT * FROM job j WHERE state=? AND not_before <= ? AND NOT EXISTS ("
-                " SELECT 1 FROM job r WHERE r.state=? AND r.repo=j.repo AND r.ref_type=j.ref_type"
-                " AND r.ref=j.ref) ORDER BY id LIMIT 1",
-                (PENDING, now, RUNNING),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE job SET state=?, worker=?, lease_until=?, attempts=attempts+1, "
-                "generation=generation+1, started_at=? WHERE id=?",
-                (RUNNING, worker, now + self.lease_seconds, now, row["id"]),
-            )
-            claimed = db.execute("SELECT * FROM job WHERE id=?", (row["id"],)).fetchone()
-            return _job(claimed)
+            .fetchone()
+        )
+        return None if claimed is None else _job(claimed)  # None: its lease already ran out
 
     def has_due(self) -> bool:
         """Is there anything to claim? A read (no write lock), cheap enough to poll often."""
@@ -295,12 +304,11 @@ class JobQueue:
     def renew(self, job_id: int, worker: str, generation: int | None = None) -> bool:
         """Extend the lease; False when ``worker``/``generation`` no longer holds the job."""
         who, args = self._holder(worker, generation)
-        with self.db.transaction() as db:
-            cur = db.execute(
-                f"UPDATE job SET lease_until=? WHERE id=? AND state=? AND {who}",  # noqa: S608
-                (time.time() + self.lease_seconds, job_id, RUNNING, *args),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            f"UPDATE job SET lease_until=? WHERE id=? AND state=? AND {who}",  # noqa: S608
+            (time.time() + self.lease_seconds, job_id, RUNNING, *args),
+        )
+        return cur.rowcount == 1
 
     def holds(self, job_id: int, generation: int) -> bool:
         """Whether the claim of ``generation`` is still the job's current, running claim."""
@@ -315,13 +323,12 @@ class JobQueue:
         self, job_id: int, worker: str, state: str, error: str = "", generation: int | None = None
     ) -> bool:
         who, args = self._holder(worker, generation)
-        with self.db.transaction() as db:
-            cur = db.execute(
-                "UPDATE job SET state=?, error=?, finished_at=?, worker='' "  # noqa: S608
-                f"WHERE id=? AND state=? AND {who}",
-                (state, error, time.time(), job_id, RUNNING, *args),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            "UPDATE job SET state=?, error=?, finished_at=?, worker='' "  # noqa: S608
+            f"WHERE id=? AND state=? AND {who}",
+            (state, error, time.time(), job_id, RUNNING, *args),
+        )
+        return cur.rowcount == 1
 
     def complete(self, job_id: int, worker: str, generation: int | None = None) -> bool:
         """Mark done; False when this worker no longer holds the job (its lease ran out)."""
@@ -345,13 +352,12 @@ class JobQueue:
         generation: int | None = None,
     ) -> bool:
         who, args = self._holder(worker, generation)
-        with self.db.transaction() as db:
-            cur = db.execute(
-                "UPDATE job SET state=?, error=?, not_before=?, worker='' "  # noqa: S608
-                f"WHERE id=? AND state=? AND {who}",
-                (PENDING, error, time.time() + delay, job_id, RUNNING, *args),
-            )
-            return cur.rowcount == 1
+        cur = self.db.write(
+            "UPDATE job SET state=?, error=?, not_before=?, worker='' "  # noqa: S608
+            f"WHERE id=? AND state=? AND {who}",
+            (PENDING, error, time.time() + delay, job_id, RUNNING, *args),
+        )
+        return cur.rowcount == 1
 
     def release(self, job_id: int, worker: str, generation: int, error: str) -> bool:
         """Give a job back at once (this worker must stop); False when it was not held."""

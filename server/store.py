@@ -16,9 +16,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pipeline import naming
 from pipeline.model import RefStatus
@@ -113,6 +114,19 @@ class Database:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database file without waiting for readers or writers."""
         self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One statement as its own transaction, for the writes a worker makes while its job
+        runs beside it (claim, renew, end).
+
+        SQLite takes the write lock, writes and commits inside this one call, which releases
+        the interpreter lock; in ``BEGIN IMMEDIATE`` ... ``COMMIT`` the thread needs the
+        interpreter again between the statements, with the lock held. In a worker process
+        that is busy with a job, that took 0.5-0.7 s while the job's thread ran, and the
+        intake's webhooks waited for it (measured with bench_isolation, docs/benchmarks.md).
+        """
+        with self.write_lock:
+            return self.connection().execute(sql, params)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -92,7 +92,8 @@ def main(
     """Entry point of the process (a ``multiprocessing`` target); ``intake``: its pid;
     ``ready`` is set once the process takes jobs (``/healthz`` shows it)."""
     _die_with(intake)
-    lower_priority(settings.worker_nice)
+    if role != WORKER:  # a worker lowers only its job threads' priority (server.worker)
+        lower_priority(settings.worker_nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     if role == WORKER:  # finish the job at hand; the reconciler just ends (it only enqueues)
@@ -141,6 +142,7 @@ def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> Non
         processor.lakefs,
         quarantine=state.quarantine(settings),
         fatal=(MemoryError,),
+        job_nice=settings.worker_nice,
     )
     processor.before_dataset = pool.before_dataset
     log.info("worker process %d ready", os.getpid())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import replace
@@ -284,6 +285,87 @@ def test_internal_error_is_reported_as_such_with_the_traceback_in_the_log_only(
     assert "Traceback" not in str(status.to_dict())
     assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
     assert metrics.failures.labels(INTERNAL)._value.get() == 1
+
+
+class PriorityProbe(FakeProcessor):
+    """Records the niceness of the thread each job runs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nice: list[int] = []
+
+    def sync_branch(self, repo: str, branch: str) -> RefStatus:
+        self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().sync_branch(repo, branch)
+
+
+def test_jobs_run_in_a_nicer_thread_while_claims_and_ends_keep_the_workers_priority(
+    db: Database,
+) -> None:
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    processor = PriorityProbe()
+    pool = WorkerPool(
+        None,
+        queue,
+        processor,
+        store,
+        replace(Settings.load({}, None), workers=1),
+        Metrics(),
+        job_nice=3,
+    )
+    stop = threading.Event()
+    claims: list[int] = []
+    claim = queue.claim
+
+    def claiming(worker: str) -> Any:
+        claims.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return claim(worker)
+
+    queue.claim = claiming  # type: ignore[method-assign]
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    job_ids = [queue.enqueue("s", "branch", f"b{n}", "sync_branch")[0] for n in range(2)]
+    thread = threading.Thread(target=pool.run_here, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not all(queue.get(j).state == DONE for j in job_ids):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, [queue.get(j) for j in job_ids]
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    expected = min(before + 3, 19)
+    assert processor.nice == [expected, expected]  # both jobs, in one job thread
+    assert set(claims) == {before}  # the worker thread's own priority is untouched
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # nor the process's
+
+
+def test_claims_renewals_and_ends_take_the_write_lock_inside_one_sqlite_call(db: Database) -> None:
+    """No ``BEGIN IMMEDIATE`` ... ``COMMIT`` in a worker's hot path: between those statements
+    the thread needs the interpreter, which the job's thread holds, with the database's write
+    lock held; the intake's webhooks waited for it (0.5-0.7 s, docs/benchmarks.md)."""
+    queue = JobQueue(db)
+    opened: list[str] = []
+    transaction = db.transaction
+
+    def spied() -> Any:
+        opened.append("transaction")
+        return transaction()
+
+    first = queue.enqueue("s", "branch", "a", "sync_branch")[0]
+    second = queue.enqueue("s", "branch", "b", "sync_branch")[0]
+    db.transaction = spied  # type: ignore[method-assign]
+    job = queue.claim("1:w")
+    assert job is not None
+    assert job.id == first
+    assert queue.renew(job.id, "1:w", job.generation)
+    assert queue.complete(job.id, "1:w", job.generation)
+    other = queue.claim("1:w")
+    assert other is not None
+    assert other.id == second
+    assert queue.retry_later(other.id, "1:w", 60, "later", other.generation)
+    assert queue.claim("1:w") is None  # nothing due
+    assert opened == []
 
 
 # ---- reconciler ---------------------------------------------------------------------------------
