@@ -96,15 +96,36 @@ def _commit(c: Any) -> Commit:
     )
 
 
+# (connect, read) seconds of every lakeFS API request. The SDK has none by default: a request
+# whose connection went silent (a partition that drops packets, a frozen lakeFS, a reset that
+# never arrived) blocked its job until the job's time limit (30 min) killed the worker;
+# `tests/integration/test_outages.py` met it. The read timeout is per socket read, not the
+# whole transfer, so large objects are not cut short.
+REQUEST_TIMEOUT = (10.0, 120.0)
+
+
 class LakeFSClient:
     """``pipeline.ports.LakeFS`` over a real lakeFS server."""
 
-    def __init__(self, url: str, access_key_id: str, secret_access_key: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        access_key_id: str,
+        secret_access_key: str,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         self.url = url.rstrip("/")
         config = lakefs_sdk.Configuration(
             host=f"{self.url}/api/v1", username=access_key_id, password=secret_access_key
         )
         self.sdk = _SdkClient(config)
+        api = self.sdk._api  # the SDK's ApiClient: every API call goes through its request()
+        send = api.request
+
+        def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+            return send(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+        api.request = request
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
         self._s3: Any = None

@@ -117,8 +117,15 @@ class Partition:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST, as a dying peer does, rather than an orderly FIN."""
+    """End the connection at once, as a dying peer does.
+
+    ``shutdown`` first: closing a socket that another thread is blocked reading (the relay's
+    other direction) would not end the connection until that read returned, and the peer
+    would wait on a connection that is neither alive nor closed.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
