@@ -490,7 +490,7 @@ class Reconciler:
         listed = self.lakefs.list_repositories()
         mapped, known = self._known(listed)
         first = [r for r in listed if r in known]
-        return self._ours(first + [r for r in listed if r not in known], mapped)
+        return list(self._ours(first + [r for r in listed if r not in known], mapped))
 
     def _known(self, listed: list[str]) -> tuple[set[str], set[str]]:
         """The repositories lakehook has tables for, and those plus the ones it found its
@@ -500,11 +500,12 @@ class Reconciler:
             self._not_ours = {r: t for r, t in self._not_ours.items() if r in set(listed)}
             return mapped, mapped | self._found
 
-    def _ours(self, candidates: list[str], mapped: set[str]) -> list[str]:
+    def _ours(self, candidates: list[str], mapped: set[str]) -> dict[str, list[Any]]:
         """Those of ``candidates`` with lakehook's actions, skipping recent 'not ours' answers
-        (except for the repositories lakehook has tables for: ``mapped``)."""
+        (except for the repositories lakehook has tables for: ``mapped``), with the branches
+        listed to find out (the sweep goes on with them instead of listing them again)."""
         now = self.clock()
-        out = []
+        out: dict[str, list[Any]] = {}
         for repo in candidates:
             with self._lock:
                 if self._not_ours.get(repo, 0.0) > now and repo not in mapped:
@@ -526,7 +527,7 @@ class Reconciler:
                     self._not_ours[repo] = now + self.discovery_interval
                     self._found.discard(repo)
             if ours:
-                out.append(repo)
+                out[repo] = branches
         return out
 
     def _actions_at(self, repo: str, branch: Any) -> bool:
@@ -593,17 +594,17 @@ class Reconciler:
         return jobs + more
 
     def _sweep_group(
-        self, group: str, repos: list[str], budget: int | None = None
+        self, group: str, repos: Mapping[str, list[Any]], budget: int | None = None
     ) -> tuple[list[int], int]:
-        """Check a window of the group's refs (round robin); returns the jobs and the budget left."""
+        """Check a window of the group's refs (round robin); returns the jobs and the budget left.
+
+        ``repos``: repository -> its branches, as ``_ours`` listed them."""
         budget = self.max_refs if budget is None else budget
         refs: list[tuple[str, Any, str]] = []  # (repo, Ref, ref_type)
-        for name in repos:
+        for name, branches in repos.items():
             try:
                 refs += [
-                    (name, r, "branch")
-                    for r in self.lakefs.list_branches(name)
-                    if not is_working_branch_name(r.name)
+                    (name, r, "branch") for r in branches if not is_working_branch_name(r.name)
                 ]
                 refs += [(name, r, "tag") for r in self.lakefs.list_tags(name)]
             except NotFound:

@@ -268,11 +268,17 @@ def verify_ref(
         started = early.get(manifest.table) if early is not None else None
         if started is not None:
             files, probed = started.result()
-            return files if manifest.table in broken else files + probed
-        found = check_files(lakefs, repo, ref, manifest) if lakefs is not None else []
-        if probe and manifest.table not in broken and not found:
-            found += check_probe(metastore, schema, manifest)
-        return found
+        else:  # not started yet: no probe of a table whose definition is broken
+            files, probed = table_checks(
+                metastore,
+                lakefs,
+                repo,
+                ref,
+                schema,
+                manifest,
+                probe and manifest.table not in broken,
+            )
+        return files if manifest.table in broken else files + probed
 
     for found in parallel_map(check, [manifests[t] for t in sorted(manifests)], workers):
         problems += found
