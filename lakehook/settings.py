@@ -31,6 +31,7 @@ SECRET_SETTINGS = frozenset(
 MIN_PUBLIC_TOKEN_LENGTH = 32
 SIGNING_KEY_FILE = "signing.key"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # case-insensitive
+WORKER_SCHEDULING = ("idle", "nice")  # LAKEHOOK_WORKER_SCHEDULING (server.worker)
 
 
 def default_memory_limit_mb(cores: int | None = None) -> int:
@@ -92,6 +93,9 @@ class Settings:
     gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
     worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
     worker_nice: int = 10  # added to the intake's niceness in the worker processes (0-19)
+    # "idle": job threads also run under SCHED_IDLE (any other thread that wakes preempts them
+    # at once); "nice": niceness only (Linux; elsewhere both mean nothing)
+    worker_scheduling: str = "idle"
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
@@ -288,6 +292,12 @@ class Settings:
                 f"LAKEHOOK_WORKER_NICE={self.worker_nice} must be 0 to 19 (default 10: the "
                 "intake wins the cores when a request comes in while a worker processes)"
             )
+        if self.worker_scheduling not in WORKER_SCHEDULING:
+            raise ConfigError(
+                f"LAKEHOOK_WORKER_SCHEDULING={self.worker_scheduling!r} must be one of "
+                f"{', '.join(WORKER_SCHEDULING)} (default idle: jobs get only the cores "
+                "nothing else asks for)"
+            )
         if self.worker_memory_limit_mb < 256:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB={self.worker_memory_limit_mb} is too small for a "
@@ -386,6 +396,7 @@ _TUNING = {
     "gate_timeout_seconds",
     "worker_restart_max_seconds",
     "worker_nice",
+    "worker_scheduling",
 }
 
 

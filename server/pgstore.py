@@ -206,6 +206,10 @@ class PgDatabase:
         conn = getattr(self._local, "conn", None)
         return Session(self, conn)
 
+    def write(self, statement: str, params: Sequence[Any] = ()) -> Rows:
+        """One statement as its own transaction (``Database.write`` of SQLite)."""
+        return self.connection().execute(statement, params)
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One transaction on one connection (READ COMMITTED; row locks and advisory locks

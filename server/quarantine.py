@@ -124,13 +124,12 @@ class Quarantine:
 
     def record_progress(self, job_id: int, head: str, source_commit: str, dataset: str) -> None:
         """The worker of ``job_id`` is about to process ``dataset`` of ``head``."""
-        with self.db.transaction() as db:
-            db.execute(
-                "INSERT INTO job_fault (job_id, head, source_commit, dataset) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (job_id) DO UPDATE SET head=excluded.head, "
-                "source_commit=excluded.source_commit, dataset=excluded.dataset",
-                (job_id, head, source_commit, dataset),
-            )
+        self.db.write(  # one statement: the job thread writes it (see ``Database.write``)
+            "INSERT INTO job_fault (job_id, head, source_commit, dataset) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET head=excluded.head, "
+            "source_commit=excluded.source_commit, dataset=excluded.dataset",
+            (job_id, head, source_commit, dataset),
+        )
 
     def check(self, repo: str, ref_type: str, ref: str, head: str) -> None:
         """Raise ``Quarantined`` when ``head`` of the ref is quarantined."""

@@ -162,24 +162,22 @@ class SqliteStatusStore:
         )
         return RefStatus.from_dict(json.loads(row["body"])) if row else None
 
+    # Status writes are single statements (``Database.write``): the job thread makes them,
+    # and at a low priority it must not hold the write lock the intake waits for.
     def put_status(self, status: RefStatus) -> None:
-        with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO status VALUES (?, ?, ?, ?, ?)",
-                (
-                    status.repository,
-                    status.ref_type,
-                    status.ref,
-                    json.dumps(status.to_dict()),
-                    status.updated_at,
-                ),
-            )
+        row = (
+            status.repository,
+            status.ref_type,
+            status.ref,
+            json.dumps(status.to_dict()),
+            status.updated_at,
+        )
+        self.db.write("INSERT OR REPLACE INTO status VALUES (?, ?, ?, ?, ?)", row)
 
     def delete_status(self, repo: str, ref: str, ref_type: str = "branch") -> None:
-        with self.db.transaction() as db:
-            db.execute(
-                "DELETE FROM status WHERE repo=? AND ref_type=? AND ref=?", (repo, ref_type, ref)
-            )
+        self.db.write(
+            "DELETE FROM status WHERE repo=? AND ref_type=? AND ref=?", (repo, ref_type, ref)
+        )
 
     def list_statuses(self, repo: str) -> list[RefStatus]:
         rows = (
@@ -216,15 +214,13 @@ class SqliteStatusStore:
         ``destination`` (committed before this returns). Records older than
         ``MERGE_RECORD_DAYS`` are pruned; every attempt records afresh."""
         now = time.time()
-        with self.db.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO merge_record VALUES (?, ?, ?, ?)",
-                (repo, destination, source_commit, now),
-            )
-            db.execute(
-                "DELETE FROM merge_record WHERE recorded_at < ?",
-                (now - MERGE_RECORD_DAYS * 86400,),
-            )
+        self.db.write(
+            "INSERT OR REPLACE INTO merge_record VALUES (?, ?, ?, ?)",
+            (repo, destination, source_commit, now),
+        )
+        self.db.write(
+            "DELETE FROM merge_record WHERE recorded_at < ?", (now - MERGE_RECORD_DAYS * 86400,)
+        )
 
     def merge_recorded(self, repo: str, destination: str, source_commit: str) -> bool:
         row = (

@@ -123,7 +123,11 @@ def _retry_in_place(err: BaseException) -> bool:
 
 
 class _JobThread:
-    """One thread that runs a worker thread's jobs, ``nice`` nicer than the worker thread.
+    """One thread that runs a worker thread's jobs, ``nice`` nicer than the worker thread,
+    and with ``idle`` under ``SCHED_IDLE``: any thread of normal policy that wakes (the
+    intake's, answering a webhook) preempts it at once, where niceness alone only shortens its
+    turn, and a core running only such threads counts as free when the kernel places a waking
+    thread.
 
     Only the work is nice: Linux gives each thread its own niceness, inherited by the threads
     it starts (pyarrow's pool among them). The worker thread, which claims, renews and ends
@@ -133,20 +137,25 @@ class _JobThread:
     this thread's job, with the write lock held (traced: 0.55-0.72 s; docs/benchmarks.md).
     """
 
-    def __init__(self, nice: int) -> None:
+    def __init__(self, nice: int, idle: bool = False) -> None:
         self._jobs: queue_module.SimpleQueue[Callable[[], None] | None] = queue_module.SimpleQueue()
         self._thread = threading.Thread(
-            target=self._serve, args=(nice,), name="lakehook-job", daemon=True
+            target=self._serve, args=(nice, idle), name="lakehook-job", daemon=True
         )
         self._thread.start()
 
-    def _serve(self, nice: int) -> None:
-        try:  # per thread on Linux; elsewhere it would be the whole process: then not at all
-            if sys.platform == "linux":
-                tid = threading.get_native_id()
+    def _serve(self, nice: int, idle: bool) -> None:
+        if sys.platform == "linux":  # per thread; elsewhere it would be the whole process
+            tid = threading.get_native_id()
+            try:
                 os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-        except OSError:
-            log.warning("could not lower the job thread's priority; jobs run at the intake's")
+            except OSError:
+                log.warning("could not lower the job thread's priority; jobs run at the intake's")
+            if idle:
+                try:
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                except OSError:
+                    log.warning("could not run the job thread under SCHED_IDLE; niceness only")
         while (call := self._jobs.get()) is not None:
             call()
 
@@ -183,6 +192,7 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         quarantine: Quarantine | None = None,
         fatal: tuple[type[BaseException], ...] = (),
         job_nice: int = 0,
+        job_idle: bool = False,
     ) -> None:
         super().__init__(bus)
         self.queue, self.processor, self.store = queue, processor, store
@@ -197,7 +207,8 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
         self._current = threading.local()
         # > 0: each worker thread runs its jobs in a thread of its own that much nicer
         # (``_JobThread``); the worker thread, which claims and ends jobs, keeps its priority
-        self.job_nice = job_nice
+        # job_idle: the job thread also runs under SCHED_IDLE (LAKEHOOK_WORKER_SCHEDULING=idle)
+        self.job_nice, self.job_idle = job_nice, job_idle
 
     def start(self) -> None:
         recovered = self.queue.recover()
@@ -261,11 +272,11 @@ class WorkerPool(SimplePlugin):  # type: ignore[misc]
 
     def _job_thread(self) -> _JobThread | None:
         """This worker thread's job thread (made on first use), or None to run jobs inline."""
-        if self.job_nice <= 0:
+        if self.job_nice <= 0 and not self.job_idle:
             return None
         runner: _JobThread | None = getattr(self._current, "runner", None)
         if runner is None:
-            runner = self._current.runner = _JobThread(self.job_nice)
+            runner = self._current.runner = _JobThread(self.job_nice, self.job_idle)
         return runner
 
     def _run(self, job: Job, lease: Lease, times: job_steps.StepTimes) -> None:

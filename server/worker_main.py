@@ -143,6 +143,7 @@ def _work(settings: Settings, stop: threading.Event, ready: Ready | None) -> Non
         quarantine=state.quarantine(settings),
         fatal=(MemoryError,),
         job_nice=settings.worker_nice,
+        job_idle=settings.worker_scheduling == "idle",
     )
     processor.before_dataset = pool.before_dataset
     log.info("worker process %d ready", os.getpid())

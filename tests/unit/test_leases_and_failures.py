@@ -29,6 +29,7 @@ from pipeline.model import RefStatus
 from server.actions import install
 from server.jobs import DONE, FAILED, PENDING, RUNNING, JobQueue, Lease
 from server.metrics import Metrics
+from server.quarantine import Quarantine
 from server.store import Database, SqliteStatusStore
 from server.worker import Reconciler, WorkerPool
 from tests.fakes.lakefs import FakeLakeFS
@@ -293,15 +294,20 @@ class PriorityProbe(FakeProcessor):
     def __init__(self) -> None:
         super().__init__()
         self.nice: list[int] = []
+        self.policy: list[int] = []
 
     def sync_branch(self, repo: str, branch: str) -> RefStatus:
         self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        self.policy.append(os.sched_getscheduler(threading.get_native_id()))
         return super().sync_branch(repo, branch)
 
 
+@pytest.mark.parametrize("idle", [False, True], ids=["nice", "nice+idle"])
 def test_jobs_run_in_a_nicer_thread_while_claims_and_ends_keep_the_workers_priority(
-    db: Database,
+    db: Database, idle: bool
 ) -> None:
+    """With ``idle`` (LAKEHOOK_WORKER_SCHEDULING=idle, the default) the job thread also runs
+    under SCHED_IDLE, so that the intake's threads preempt it at once when they wake."""
     queue, store = JobQueue(db), SqliteStatusStore(db)
     processor = PriorityProbe()
     pool = WorkerPool(
@@ -312,13 +318,15 @@ def test_jobs_run_in_a_nicer_thread_while_claims_and_ends_keep_the_workers_prior
         replace(Settings.load({}, None), workers=1),
         Metrics(),
         job_nice=3,
+        job_idle=idle,
     )
     stop = threading.Event()
-    claims: list[int] = []
+    claims: list[tuple[int, int]] = []
     claim = queue.claim
 
     def claiming(worker: str) -> Any:
-        claims.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        tid = threading.get_native_id()
+        claims.append((os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)))
         return claim(worker)
 
     queue.claim = claiming  # type: ignore[method-assign]
@@ -336,8 +344,12 @@ def test_jobs_run_in_a_nicer_thread_while_claims_and_ends_keep_the_workers_prior
         thread.join(timeout=10)
     expected = min(before + 3, 19)
     assert processor.nice == [expected, expected]  # both jobs, in one job thread
-    assert set(claims) == {before}  # the worker thread's own priority is untouched
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+    assert processor.policy == [policy, policy]
+    # the worker thread's own priority and policy are untouched
+    assert set(claims) == {(before, os.SCHED_OTHER)}
     assert os.getpriority(os.PRIO_PROCESS, 0) == before  # nor the process's
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_claims_renewals_and_ends_take_the_write_lock_inside_one_sqlite_call(db: Database) -> None:
@@ -366,6 +378,31 @@ def test_claims_renewals_and_ends_take_the_write_lock_inside_one_sqlite_call(db:
     assert queue.retry_later(other.id, "1:w", 60, "later", other.generation)
     assert queue.claim("1:w") is None  # nothing due
     assert opened == []
+
+
+def test_the_job_threads_writes_take_the_write_lock_inside_one_sqlite_call(db: Database) -> None:
+    """The status, progress and merge records a job writes: the job thread runs at a low
+    priority (SCHED_IDLE), and preempted between ``BEGIN IMMEDIATE`` and ``COMMIT`` it would
+    hold the write lock the intake's webhooks wait for."""
+    store = SqliteStatusStore(db)
+    quarantine = Quarantine(db, Settings.load({}, None))
+    opened: list[str] = []
+    transaction = db.transaction
+
+    def spied() -> Any:
+        opened.append("transaction")
+        return transaction()
+
+    db.transaction = spied  # type: ignore[method-assign]
+    status = RefStatus("s", "b", "branch", "s_b", "h" * 64, None, "processing")
+    store.put_status(status)
+    quarantine.record_progress(1, "h" * 64, "c" * 64, "raw/lb.csv")
+    store.record_merge("s", "main", "c" * 64)
+    store.delete_status("s", "gone")
+    assert opened == []
+    assert store.get_status("s", "b") == status
+    assert quarantine.progress(1).dataset == "raw/lb.csv"
+    assert store.merge_recorded("s", "main", "c" * 64)
 
 
 # ---- reconciler ---------------------------------------------------------------------------------
