@@ -344,6 +344,7 @@ def run(
             else "?",
             "memory_limit_mb": Settings.load(env).worker_memory_limit_mb,
             "worker_nice": Settings.load(env).worker_nice,
+            "worker_scheduling": Settings.load(env).worker_scheduling,
             "memory": memory,
             "machine_start": started_load,
             "machine_end": machine(),
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Intake while a worker processes a {r['size_mb']:.0f} MB CSV "
         f"({r['processing_s']:.1f} s, {r['state']}, engine {r['engine']}, "
-        f"{r['workers']} worker processes at nice +{r['worker_nice']}), "
+        f"{r['workers']} worker processes, jobs at nice +{r['worker_nice']}"
+        f"{' and SCHED_IDLE' if r['worker_scheduling'] == 'idle' else ''}), "
         f"webhooks at {args.rate:.0f}/s, "
         + (f"a pre-merge every {args.gate_every:g} s:" if args.gate_every else "no pre-merge:")
     )
