@@ -152,6 +152,26 @@ def _summary(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
     }
 
 
+def _gate_overlap(samples: Samples, slow: float = 0.020) -> dict[str, float]:
+    """How many of the webhooks slower than ``slow`` were in flight while a pre-merge was, and
+    the share of the time a pre-merge was in flight at all: if the first share is far above
+    the second, the gate's work in the intake is what slows them."""
+    gates = sorted((sent, sent + seconds) for sent, seconds, _ in samples.gate)
+    slow_hooks = [(sent, sent + seconds) for sent, seconds, _ in samples.webhook if seconds > slow]
+    overlapping = sum(1 for a, b in slow_hooks if any(g0 < b and a < g1 for g0, g1 in gates))
+    span = 0.0
+    if samples.webhook:
+        first = min(s[0] for s in samples.webhook)
+        last = max(s[0] + s[1] for s in samples.webhook)
+        span = last - first
+    covered = sum(g1 - g0 for g0, g1 in gates)
+    return {
+        "slow": len(slow_hooks),
+        "overlapping": overlapping,
+        "gate_share": covered / span if span else 0.0,
+    }
+
+
 def _server_buckets(port: int, route: str = "webhook") -> dict[float, float]:
     """The intake's own ``lakehook_http_request_seconds`` buckets (cumulative) for ``route``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -301,6 +321,7 @@ def run(
         for t in threads:
             t.join()
         idle = {"webhook": _summary(samples.webhook), "gate": _summary(samples.gate)}
+        idle_overlap = _gate_overlap(samples)
         idle_server = _server_side(scraped, _server_buckets(port))
 
         # under load: a worker processes the big CSV
@@ -351,6 +372,7 @@ def run(
             "idle": idle,
             "load": {"webhook": _summary(inside.webhook), "gate": _summary(inside.gate)},
             "server": {"idle": idle_server, "load": load_server},
+            "overlap": {"idle": idle_overlap, "load": _gate_overlap(inside)},
         }
     finally:
         proc.terminate()
@@ -422,6 +444,14 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"| {start} | {w['requests']:.0f} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} | "
                 f"{w['max_ms']:.1f} |"
+            )
+    if args.gate_every:
+        print("\nwebhooks over 20 ms (client side) in flight while a pre-merge was:")
+        for phase in ("idle", "load"):
+            o = r["overlap"][phase]
+            print(
+                f"- {phase}: {o['overlapping']:.0f} of {o['slow']:.0f}; a pre-merge was in "
+                f"flight {100 * o['gate_share']:.0f} % of the time"
             )
     m = r["memory"]
     print(

@@ -91,6 +91,8 @@ class Settings:
     worker_memory_limit_mb: int = field(default_factory=lambda: default_memory_limit_mb())
     job_time_limit_seconds: float = 1800.0  # wall-clock limit of one job; its worker is killed
     gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
+    # processes that make the pre-merge decisions (server.gate_process); 0: the intake does
+    gate_processes: int = 2
     worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
     worker_nice: int = 10  # added to the intake's niceness in the worker processes (0-19)
     # "idle": job threads also run under SCHED_IDLE (any other thread that wakes preempts them
@@ -292,6 +294,11 @@ class Settings:
                 f"LAKEHOOK_WORKER_NICE={self.worker_nice} must be 0 to 19 (default 10: the "
                 "intake wins the cores when a request comes in while a worker processes)"
             )
+        if not 0 <= self.gate_processes <= 16:
+            raise ConfigError(
+                f"LAKEHOOK_GATE_PROCESSES={self.gate_processes} must be 0 to 16 (default 2; 0 "
+                "makes the decisions in the intake)"
+            )
         if self.worker_scheduling not in WORKER_SCHEDULING:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_SCHEDULING={self.worker_scheduling!r} must be one of "
@@ -397,6 +404,7 @@ _TUNING = {
     "worker_restart_max_seconds",
     "worker_nice",
     "worker_scheduling",
+    "gate_processes",
 }
 
 

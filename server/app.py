@@ -33,6 +33,7 @@ import cherrypy
 
 from lakehook.errors import InvalidEvent, LakehookError, NotFound, TransientError
 from lakehook.settings import Settings
+from pipeline.model import GateDecision
 from pipeline.ports import LakeFS, Processor, StatusStore
 from pipeline.provenance import Provenance
 from server import auth
@@ -63,6 +64,8 @@ class Context:
     provenance: Provenance | None = None  # None: from settings (key in the state dir)
     workers: Callable[[], list[dict[str, Any]]] = list  # the worker processes, for /healthz
     state: State | None = None  # the state database (None: built around a test's queue)
+    # the pre-merge decision (server.gate_process in ``lakehook serve``); None: processor.gate
+    gate: Callable[[str, str, str, str | None], GateDecision] | None = None
     # gate decisions under way: a stuck lakeFS read holds one of these, never a request thread
     gate_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(GATE_CONCURRENCY)
@@ -156,13 +159,12 @@ class Webhooks:
         cherrypy.request.lakehook_route = "gate"
         source = event.merge_source or event.source_ref
         budget = self.ctx.settings.gate_timeout_seconds
+        decide = self.ctx.gate or self.ctx.processor.gate
         try:
             decision = within(
                 budget,
                 self.ctx.gate_slots,
-                lambda: self.ctx.processor.gate(
-                    event.repository, source, event.branch, event.source_ref or None
-                ),
+                lambda: decide(event.repository, source, event.branch, event.source_ref or None),
             )
         except FutureTimeout:
             self.ctx.metrics.gate.labels("timeout").inc()
@@ -437,11 +439,22 @@ def serve(settings: Settings) -> None:
     from server.supervisor import Supervisor, SupervisorPlugin
 
     metrics_module.use_directory(settings.state_dir / "metrics")
-    # the gate's reads run in this process: a thread waiting for the interpreter (a webhook's
-    # handler) gets it after 1 ms instead of CPython's 5 (docs/benchmarks.md, bench_isolation)
+    # a thread waiting for the interpreter (a webhook's handler) gets it after 1 ms instead of
+    # CPython's 5 (docs/benchmarks.md, bench_isolation)
     sys.setswitchinterval(0.001)
     ctx = build_context(settings, intake_only=True)
     assert ctx.state is not None
+    if settings.gate_processes:
+        from server.gate_process import GateProcesses
+
+        gates = GateProcesses(settings)
+        ctx.gate = gates.decide
+        # started once the intake answers (a pre-merge before that waits within its budget)
+        cherrypy.engine.subscribe(
+            "start",
+            lambda: threading.Thread(target=gates.start, name="gate-start", daemon=True).start(),
+        )
+        cherrypy.engine.subscribe("stop", gates.stop)
     supervisor = Supervisor(settings, ctx.queue, ctx.state.quarantine(settings), ctx.metrics)
     ctx.workers = supervisor.workers
     mount(ctx, with_workers=False)

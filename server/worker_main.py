@@ -56,7 +56,7 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
 
 
-def _die_with(intake: int) -> None:
+def die_with(intake: int) -> None:
     """End this process as soon as the intake process ends, even by SIGKILL.
 
     A thread waits on a pidfd of the intake (Linux), else polls it every second. (The fork
@@ -91,7 +91,7 @@ def main(
 ) -> None:
     """Entry point of the process (a ``multiprocessing`` target); ``intake``: its pid;
     ``ready`` is set once the process takes jobs (``/healthz`` shows it)."""
-    _die_with(intake)
+    die_with(intake)
     if role != WORKER:  # a worker lowers only its job threads' priority (server.worker)
         lower_priority(settings.worker_nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

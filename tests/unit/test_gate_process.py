@@ -1,0 +1,66 @@
+"""Pre-merge decisions made in gate processes (``server.gate_process``), not in the intake."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lakehook.errors import ServiceUnavailable
+from lakehook.settings import Settings
+from server.gate_process import GateProcesses
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def gates(tmp_path: Path) -> Iterator[GateProcesses]:
+    settings = replace(
+        Settings.load({}, None),
+        state_dir=tmp_path / "state",
+        lakefs_url=f"http://127.0.0.1:{_closed_port()}",  # lakeFS down: the gate cannot decide
+        gate_processes=2,
+    )
+    pool = GateProcesses(settings)
+    pool.start()
+    yield pool
+    pool.stop()
+
+
+def test_the_decision_is_made_in_another_process_and_its_failure_comes_back_as_a_503_error(
+    gates: GateProcesses,
+) -> None:
+    pids = gates.pids()
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    with pytest.raises(ServiceUnavailable, match="lakeFS"):
+        gates.decide("study", "feature", "main", None)
+    assert gates.pids() == pids  # a failed decision does not cost a process
+
+
+def test_a_gate_process_that_dies_is_replaced_and_the_merge_it_decided_is_refused(
+    gates: GateProcesses,
+) -> None:
+    before = gates.pids()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ServiceUnavailable, match="gate process ended"):
+        gates.decide("study", "feature", "main", None)
+    # the next decision gets new processes (it still cannot decide: lakeFS is down)
+    with pytest.raises(ServiceUnavailable, match="lakeFS"):
+        gates.decide("study", "feature", "main", None)
+    deadline = time.monotonic() + 60
+    while not gates.pids():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not set(gates.pids()) & set(before)
