@@ -43,8 +43,10 @@ def test_trino_heap_fits_its_query_memory_and_the_engine_benchmark(settings: Set
     query = size_mib(config["query.max-memory-per-node"])
     headroom = size_mib(config["memory.heap-headroom-per-node"])
     assert query + headroom <= heap  # else Trino refuses to start
-    assert heap >= 2048  # a CTAS over a 1 GB CSV (docs/benchmarks.md) needs no less
-    assert heap <= 2048  # the stack's idle total stays under 3 GiB
+    # the Trino engine's checks of a 5.38 GB lab CSV outgrew 1 GB of query memory (its key
+    # collision check holds the distinct keys; docs/benchmarks.md): 3 GB of query memory
+    assert query >= 3072
+    assert heap <= 4096  # idle, G1 gives the unused heap back (below): the stack stays small
     assert "-XX:G1PeriodicGCInterval=60000" in jvm  # idle heap goes back to the system
     assert "-XX:MaxHeapFreeRatio=30" in jvm
     assert trino.env()["MALLOC_ARENA_MAX"] == "2"
