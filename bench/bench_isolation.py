@@ -345,6 +345,7 @@ def run(
         job = done["job"]
         workers = [w["pid"] for w in _get(port, "/healthz")["workers"] if w["role"] == "worker"]
         memory = _memory([int(p) for p in workers if p])
+        gate_memory = _memory([int(p) for p in _get(port, "/healthz").get("gate_processes", [])])
         window = (job["started_at"], job["finished_at"])
         inside = Samples()
         inside.webhook = [s for s in samples.webhook if window[0] <= s[0] <= window[1]]
@@ -367,6 +368,8 @@ def run(
             "worker_nice": Settings.load(env).worker_nice,
             "worker_scheduling": Settings.load(env).worker_scheduling,
             "memory": memory,
+            "gate_memory": gate_memory,
+            "gate_processes": Settings.load(env).gate_processes,
             "machine_start": started_load,
             "machine_end": machine(),
             "idle": idle,
@@ -458,6 +461,16 @@ def main(argv: list[str] | None = None) -> None:
         f"\nthe job's worker: peak address space {m['vm_peak_mb']:.0f} MiB (VmPeak; the ceiling "
         f"LAKEHOOK_WORKER_MEMORY_LIMIT_MB is {r['memory_limit_mb']}), "
         f"peak resident {m['rss_peak_mb']:.0f} MiB (VmHWM)"
+    )
+    g = r["gate_memory"]
+    print(
+        f"gate processes: {r['gate_processes']}"
+        + (
+            f", the largest {g['rss_peak_mb']:.0f} MiB resident at its peak"
+            if g["rss_peak_mb"]
+            else ""
+        )
+        + (" (0: the intake decides)" if not r["gate_processes"] else "")
     )
     goal = r["load"]["webhook"]["p99_ms"] <= 20
     print(f"\nwebhook p99 under load {'meets' if goal else 'misses'} the goal (<= 20 ms)")

@@ -66,6 +66,7 @@ class Context:
     state: State | None = None  # the state database (None: built around a test's queue)
     # the pre-merge decision (server.gate_process in ``lakehook serve``); None: processor.gate
     gate: Callable[[str, str, str, str | None], GateDecision] | None = None
+    gate_pids: Callable[[], list[int]] = list  # the gate processes, for /healthz
     # gate decisions under way: a stuck lakeFS read holds one of these, never a request thread
     gate_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(GATE_CONCURRENCY)
@@ -267,6 +268,7 @@ class Root:
             "status": "ok",
             "uptime_seconds": round(time.time() - self.started, 1),
             "workers": self.ctx.workers(),
+            "gate_processes": self.ctx.gate_pids(),
         }
 
     @cherrypy.expose
@@ -448,7 +450,7 @@ def serve(settings: Settings) -> None:
         from server.gate_process import GateProcesses
 
         gates = GateProcesses(settings)
-        ctx.gate = gates.decide
+        ctx.gate, ctx.gate_pids = gates.decide, gates.pids
         # started once the intake answers (a pre-merge before that waits within its budget)
         cherrypy.engine.subscribe(
             "start",
