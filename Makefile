@@ -38,7 +38,7 @@ TEST_WORKERS ?= 4
 
 test: install  ## start the local stack with Marquez (installing it on first use) and run every test
 	$(BIN)/lakehook stack up
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "$(PYTEST_FILTER)not disruptive"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations 15 -m "$(PYTEST_FILTER)not disruptive"
 	$(BIN)/pytest -m "$(PYTEST_FILTER)disruptive"
 
 test-unit: install  ## fast tests only (no stack)

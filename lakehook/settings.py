@@ -93,11 +93,14 @@ class Settings:
     gate_timeout_seconds: float = 5.0  # the pre-merge gate refuses with 503 past this budget
     # processes that make the pre-merge decisions (server.gate_process); 0: the intake does
     gate_processes: int = 2
+    gate_nice: int = 5  # added to the intake's niceness in the gate processes (0-19)
     worker_restart_max_seconds: float = 30.0  # cap of the exponential restart backoff
     worker_nice: int = 10  # added to the intake's niceness in the worker processes (0-19)
-    # "idle": job threads also run under SCHED_IDLE (any other thread that wakes preempts them
-    # at once); "nice": niceness only (Linux; elsewhere both mean nothing)
-    worker_scheduling: str = "idle"
+    # "nice": niceness only; "idle": job threads also run under SCHED_IDLE (any other thread
+    # that wakes preempts them at once). Linux; elsewhere both mean nothing. Default nice:
+    # idle did not move the webhook p99 measurably (docs/benchmarks.md) and starves jobs on
+    # cores that other work keeps busy
+    worker_scheduling: str = "nice"
     max_body_bytes: int = 1_048_576
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
@@ -299,10 +302,15 @@ class Settings:
                 f"LAKEHOOK_GATE_PROCESSES={self.gate_processes} must be 0 to 16 (default 2; 0 "
                 "makes the decisions in the intake)"
             )
+        if not 0 <= self.gate_nice <= 19:
+            raise ConfigError(
+                f"LAKEHOOK_GATE_NICE={self.gate_nice} must be 0 to 19 (default 5: a webhook "
+                "that comes in while a merge is being decided gets the cores first)"
+            )
         if self.worker_scheduling not in WORKER_SCHEDULING:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_SCHEDULING={self.worker_scheduling!r} must be one of "
-                f"{', '.join(WORKER_SCHEDULING)} (default idle: jobs get only the cores "
+                f"{', '.join(WORKER_SCHEDULING)} (default nice; idle: jobs get only the cores "
                 "nothing else asks for)"
             )
         if self.worker_memory_limit_mb < 256:
@@ -405,6 +413,7 @@ _TUNING = {
     "worker_nice",
     "worker_scheduling",
     "gate_processes",
+    "gate_nice",
 }
 
 

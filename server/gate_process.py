@@ -50,6 +50,9 @@ def _start(settings: Settings, intake: int) -> None:
     from server.worker_main import die_with
 
     die_with(intake)
+    # a little nicer than the intake: a webhook that comes in while a merge is being decided
+    # gets the cores first (the decision has a budget of seconds; the ack, milliseconds)
+    os.nice(settings.gate_nice)
     configure(settings.log_level, settings.log_dir)
     from pipeline.service import build_processor
 

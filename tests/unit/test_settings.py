@@ -36,6 +36,7 @@ def test_environment_overrides_file_overrides_defaults(tmp_path: Path) -> None:
         ({"LAKEHOOK_WORKER_NICE": "-5"}, "LAKEHOOK_WORKER_NICE=-5 must be 0 to 19"),
         ({"LAKEHOOK_WORKER_SCHEDULING": "fifo"}, "LAKEHOOK_WORKER_SCHEDULING='fifo' must be"),
         ({"LAKEHOOK_GATE_PROCESSES": "-1"}, "LAKEHOOK_GATE_PROCESSES=-1 must be 0 to 16"),
+        ({"LAKEHOOK_GATE_NICE": "20"}, "LAKEHOOK_GATE_NICE=20 must be 0 to 19"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], names: str) -> None:
