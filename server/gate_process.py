@@ -8,8 +8,8 @@ processed a 1 GB CSV: 20 of the 27 webhooks slower than 20 ms were in flight whi
 was, though one was in flight only 15 % of the time; without pre-merges the webhook p99 was
 12.7 ms instead of 22.9 (docs/benchmarks.md).
 
-``GateProcesses`` keeps ``LAKEHOOK_GATE_PROCESSES`` processes (spawned, never forked from the
-threaded intake), each with its own read-only processor. The intake's budget
+``GateProcesses`` keeps ``LAKEHOOK_GATE_PROCESSES`` processes (forked by the workers' fork
+server, never from the threaded intake), each with its own read-only processor. The intake's budget
 (``gate_timeout_seconds``) and slots (``server.app.within``) still bound every decision; a
 process that dies is replaced, and the merge it was deciding is refused with 503 "retry".
 """
@@ -109,9 +109,16 @@ class GateProcesses:
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
+                # forked by the fork server the worker processes come from (preloaded with
+                # lakehook, single-threaded): a gate process starts in milliseconds, with
+                # nothing of the intake's threads or sockets
+                from server.supervisor import PRELOAD
+
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(PRELOAD)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.settings.gate_processes,
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=context,
                     initializer=_start,
                     initargs=(self.settings, os.getpid()),
                 )

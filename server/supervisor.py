@@ -73,6 +73,7 @@ Spawn = Callable[[str, int], Process]
 # imported once by the fork server, so that a worker (or its replacement) is ready at once
 PRELOAD = [
     "server.worker_main",
+    "server.gate_process",
     "server.worker",
     "server.metrics",
     "pipeline.service",
