@@ -18,7 +18,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
@@ -287,7 +286,6 @@ def convert_file(
     parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid_row)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _Writer(out_dir, schema, row_group, rows_per_file)
-    key_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keys")
     rows = 0
     try:
 
@@ -314,55 +312,33 @@ def convert_file(
                 )
             return table  # one record batch per parsed block: typed and keyed as they are
 
-        key_columns = [c for c in layout.columns if c.key is not None]
-
-        def batch_keys(batch: pa.RecordBatch) -> dict[str, pa.Array]:
-            """The key columns of one batch (on the keys thread; batches in order, so each
-            hasher sees the run's batches one after the other, as a single thread would)."""
-            keyed: dict[str, pa.Array] = {}
-            encoded: dict[int, EncodedColumn] = {}  # key columns shared by several keys
-            for col in key_columns:
-                assert col.key is not None
-                for i, ctype in zip(col.key_indexes, col.key_types, strict=True):
-                    if i not in encoded:
-                        encoded[i] = EncodedColumn.of(batch.column(i), ctype)
-                keyed[col.out.name] = hashers[col.key].compute_encoded(
-                    [encoded[i] for i in col.key_indexes],
-                    [batch.column(i) for i in col.key_indexes],
-                )
-            return keyed
-
         chunks = _record_chunks(csv_path, header_size, block_size)
         for batch in _batches(chunks, parse):
-            # keys on their own thread while this one types the batch: both are mostly Arrow
-            # kernels, which release the interpreter lock, so they overlap on two cores
-            pending = key_pool.submit(batch_keys, batch) if key_columns else None
-            arrays: list[pa.Array | None] = []
-            try:
-                for col in layout.columns:
-                    if col.key is not None:
-                        arrays.append(None)  # filled in from the keys thread below
-                    elif col.source_index is None:
-                        arrays.append(pa.nulls(batch.num_rows, col.ctype.arrow))
-                    else:
-                        source = batch.column(col.source_index)
-                        typed, bad = convert(source, col.ctype)
-                        if bad and invalid_values == "fail":
-                            _raise_invalid(source, typed, col, rows, display)
-                        invalid[col.out.name] += bad
-                        arrays.append(typed)
-            except BaseException:  # the typing error wins; the keys thread ends its batch first
-                if pending is not None:
-                    futures_wait([pending])
-                raise
-            keyed = pending.result() if pending is not None else {}
-            columns = [
-                keyed[col.out.name] if array is None else array
-                for col, array in zip(layout.columns, arrays, strict=True)
-            ]
-            for col, array in zip(layout.columns, columns, strict=True):
+            arrays = []
+            encoded: dict[int, EncodedColumn] = {}  # key columns shared by several keys
+            for col in layout.columns:
+                if col.key is not None:
+                    for i, ctype in zip(col.key_indexes, col.key_types, strict=True):
+                        if i not in encoded:
+                            encoded[i] = EncodedColumn.of(batch.column(i), ctype)
+                    arrays.append(
+                        hashers[col.key].compute_encoded(
+                            [encoded[i] for i in col.key_indexes],
+                            [batch.column(i) for i in col.key_indexes],
+                        )
+                    )
+                elif col.source_index is None:
+                    arrays.append(pa.nulls(batch.num_rows, col.ctype.arrow))
+                else:
+                    source = batch.column(col.source_index)
+                    typed, bad = convert(source, col.ctype)
+                    if bad and invalid_values == "fail":
+                        _raise_invalid(source, typed, col, rows, display)
+                    invalid[col.out.name] += bad
+                    arrays.append(typed)
+            for col, array in zip(layout.columns, arrays, strict=True):
                 nulls[col.out.name] += array.null_count
-            writer.write(pa.RecordBatch.from_arrays(columns, schema=schema))
+            writer.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
             rows += batch.num_rows
     except pa.ArrowInvalid as err:
         writer.abort()
@@ -370,8 +346,6 @@ def convert_file(
     except BaseException:  # invalid values with invalid_values: fail, a key collision, ...
         writer.abort()  # no partial output, no writer thread left behind
         raise
-    finally:
-        key_pool.shutdown(wait=True)
     writer.close()
     return ConvertResult(
         columns=tuple(c.out for c in layout.columns),
