@@ -154,14 +154,15 @@ class Replicas:
             counts = self.job_counts()
         return counts
 
-    def jobs_done_per_replica(self) -> list[int]:
-        """How many jobs each replica's workers finished (its log's "job done" lines)."""
+    def jobs_done_per_replica(self, line: str = '"job done"') -> list[int]:
+        """How many jobs each replica's workers finished (its log's "job done" lines; with
+        ``line='"job started"'``, how many they claimed)."""
         counts = []
         for server in self.servers:
             lines = 0
             for log in (server.state_dir / "logs").glob("*"):
                 if log.is_file():
-                    lines += log.read_text(errors="replace").count('"job done"')
+                    lines += log.read_text(errors="replace").count(line)
             counts.append(lines)
         return counts
 

@@ -54,7 +54,9 @@ def test_two_replicas_process_200_events_once_and_a_killed_one_loses_nothing(
         finals = {b: c[-1] for b, c in commits.items()}
         statuses = wait_synced(replicas.url, repo, finals, wait=240)
         counts = replicas.wait_drained(wait=120)
-        done_per_replica = replicas.jobs_done_per_replica()
+        # claimed, not finished: the killed replica may be killed in its first job, which the
+        # other replica then does (seen under load: it had started one job, finished none)
+        claimed_per_replica = replicas.jobs_done_per_replica('"job started"')
 
     assert sum(len(c) for c in commits.values()) == 200
     # the kill came while there was work: jobs waiting or running in the shared queue
@@ -70,7 +72,7 @@ def test_two_replicas_process_200_events_once_and_a_killed_one_loses_nothing(
         assert rows == {"dm": 3}
     # nothing left over or failed; both replicas' workers took jobs from the one queue
     assert set(counts) <= {"done", "superseded"}, counts
-    assert all(n > 0 for n in done_per_replica), done_per_replica
+    assert all(n > 0 for n in claimed_per_replica), claimed_per_replica
 
 
 def _main_setup(client: LakeFSClient, repo: str) -> str:
