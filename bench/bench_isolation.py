@@ -355,6 +355,7 @@ def run(
             rows = [x for x in inside.webhook if start <= x[0] - window[0] < start + 5]
             if rows:
                 timeline.append((start, _summary(rows)))
+        settings = Settings.load(env)  # what the server was started with
         return {
             "timeline": timeline,
             "size_mb": size / 1024 / 1024,
@@ -364,12 +365,12 @@ def run(
             "engine": done["status"]["tables"][0].get("engine", "?")
             if done["status"].get("tables")
             else "?",
-            "memory_limit_mb": Settings.load(env).worker_memory_limit_mb,
-            "worker_nice": Settings.load(env).worker_nice,
-            "worker_scheduling": Settings.load(env).worker_scheduling,
+            "memory_limit_mb": settings.worker_memory_limit_mb,
+            "worker_nice": settings.worker_nice,
+            "worker_scheduling": settings.worker_scheduling,
             "memory": memory,
             "gate_memory": gate_memory,
-            "gate_processes": Settings.load(env).gate_processes,
+            "gate_processes": settings.gate_processes,
             "machine_start": started_load,
             "machine_end": machine(),
             "idle": idle,

@@ -154,7 +154,7 @@ class Replicas:
             counts = self.job_counts()
         return counts
 
-    def jobs_done_per_replica(self, line: str = '"job done"') -> list[int]:
+    def jobs_per_replica(self, line: str = '"job done"') -> list[int]:
         """How many jobs each replica's workers finished (its log's "job done" lines; with
         ``line='"job started"'``, how many they claimed)."""
         counts = []
