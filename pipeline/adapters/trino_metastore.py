@@ -21,7 +21,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import trino.dbapi
@@ -46,6 +46,7 @@ _UNAVAILABLE_NAMES = frozenset(
 _NOT_FOUND_NAMES = frozenset(
     {"SCHEMA_NOT_FOUND", "TABLE_NOT_FOUND", "CATALOG_NOT_FOUND", "NOT_FOUND"}
 )
+_ALREADY_EXISTS_NAMES = frozenset({"SCHEMA_ALREADY_EXISTS", "ALREADY_EXISTS"})
 _SYSTEM_SCHEMAS = frozenset({"information_schema"})
 
 _COLUMN_LINE = re.compile(
@@ -201,7 +202,11 @@ class TrinoMetastore:
         sql = f"CREATE SCHEMA IF NOT EXISTS {_qualified(self.catalog, schema)}"
         if location:
             sql += f" WITH (location = {ddl.literal(location)})"
-        self.query(sql)
+        try:
+            self.query(sql)
+        except TerminalError as err:  # created meanwhile by another statement: the goal holds
+            if _error_name(err) not in _ALREADY_EXISTS_NAMES:
+                raise
 
     def drop_schema(self, schema: str) -> None:
         try:
@@ -210,7 +215,10 @@ class TrinoMetastore:
             return
         for table in tables:  # DROP SCHEMA refuses a non-empty schema; external: no data lost
             self.drop_table(schema, table)
-        self.query(f"DROP SCHEMA IF EXISTS {_qualified(self.catalog, schema)}")
+        # IF EXISTS is checked before the metastore call: a schema dropped in between (another
+        # replica, or the client's own retry of a statement whose answer it lost) is NOT_FOUND
+        with suppress(NotFound):
+            self.query(f"DROP SCHEMA IF EXISTS {_qualified(self.catalog, schema)}")
 
     def list_tables(self, schema: str) -> list[str]:
         rows = self.query(f"SHOW TABLES FROM {_qualified(self.catalog, schema)}")
@@ -239,6 +247,11 @@ class TrinoMetastore:
         sql = f"SELECT count(*) FROM {_qualified(self.catalog, schema, table)}"  # noqa: S608
         rows = self.query(sql)
         return int(rows[0][0])
+
+
+def _error_name(err: BaseException) -> str:
+    cause = err.__cause__
+    return (cause.error_name or "") if isinstance(cause, trino.exceptions.TrinoQueryError) else ""
 
 
 @contextmanager

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from lakehook.errors import ServiceUnavailable
+import pytest
+import trino.exceptions
+
+from lakehook.errors import ServiceUnavailable, TerminalError
 from pipeline.adapters.trino_metastore import (
     TrinoMetastore,
+    _translated,
     create_table_sql,
     decode_properties,
     encode_properties,
@@ -80,3 +84,50 @@ def test_unreachable_trino_is_service_unavailable() -> None:
     metastore = TrinoMetastore("127.0.0.1", 9, request_timeout=2)  # discard port: refused
     with pytest.raises(ServiceUnavailable, match="Trino did not answer"):
         metastore.list_schemas()
+
+
+class _Racing(TrinoMetastore):
+    """Answers each statement from a script: what Trino says when another client got there first."""
+
+    def __init__(self, answers: dict[str, BaseException | list[list[object]]]) -> None:
+        super().__init__("127.0.0.1", 9)
+        self.answers = answers
+        self.sent: list[str] = []
+
+    def query(self, sql: str) -> list[list[Any]]:
+        self.sent.append(sql)
+        for prefix, answer in self.answers.items():
+            if sql.startswith(prefix):
+                if isinstance(answer, BaseException):
+                    with _translated(sql):
+                        raise answer
+                return [list(row) for row in answer]
+        raise AssertionError(f"unexpected statement {sql}")
+
+
+def _trino_error(name: str, message: str) -> trino.exceptions.TrinoUserError:
+    return trino.exceptions.TrinoUserError(
+        {"errorName": name, "errorType": "USER_ERROR", "message": message}, "q1"
+    )
+
+
+def test_a_schema_dropped_meanwhile_is_dropped() -> None:
+    """CI 2026-12-01: DROP SCHEMA IF EXISTS answered NOT_FOUND (dropped between check and call)."""
+    metastore = _Racing(
+        {
+            "SHOW TABLES": [],
+            "DROP SCHEMA": _trino_error("NOT_FOUND", "Schema s not found"),
+        }
+    )
+    metastore.drop_schema("s")
+    assert metastore.sent[-1] == 'DROP SCHEMA IF EXISTS "hive"."s"'
+
+
+def test_a_schema_created_meanwhile_is_created_and_other_errors_are_not_hidden() -> None:
+    metastore = _Racing(
+        {"CREATE SCHEMA": _trino_error("SCHEMA_ALREADY_EXISTS", "Schema 's' already exists")}
+    )
+    metastore.create_schema("s")
+    refused = _Racing({"CREATE SCHEMA": _trino_error("PERMISSION_DENIED", "Access Denied")})
+    with pytest.raises(TerminalError, match="PERMISSION_DENIED"):
+        refused.create_schema("s")
