@@ -26,6 +26,7 @@ import trino
 from lakefs_sdk.client import LakeFSClient
 
 from lakehook.settings import Settings
+from tests.ports import free_port as free_port  # re-exported: the stack tests import it here
 
 
 def _answers(url: str) -> bool:
@@ -60,12 +61,6 @@ def stack_settings() -> Settings:
             "the local stack is not running (" + ", ".join(problems) + "): run `lakehook stack up`"
         )
     return settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique_name(prefix: str) -> str:

@@ -21,6 +21,8 @@ import struct
 import threading
 from urllib.parse import urlparse
 
+from tests.ports import free_port
+
 _CHUNK = 256 * 1024
 
 
@@ -34,7 +36,7 @@ class Partition:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
-        self.port = 0
+        self.port = free_port()  # not ephemeral: nothing else takes it while the relay is cut
         self.connections = 0  # accepted since the start: proof that lakehook went through it
         self.heal()
 

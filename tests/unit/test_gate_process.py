@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,12 +14,7 @@ import pytest
 from lakehook.errors import ServiceUnavailable
 from lakehook.settings import Settings
 from server.gate_process import GateProcesses
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -28,7 +22,7 @@ def gates(tmp_path: Path) -> Iterator[GateProcesses]:
     settings = replace(
         Settings.load({}, None),
         state_dir=tmp_path / "state",
-        lakefs_url=f"http://127.0.0.1:{_closed_port()}",  # lakeFS down: the gate cannot decide
+        lakefs_url=f"http://127.0.0.1:{free_port()}",  # lakeFS down: the gate cannot decide
         gate_processes=2,
     )
     pool = GateProcesses(settings)

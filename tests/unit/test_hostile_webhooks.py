@@ -9,7 +9,6 @@ files and ``lakehook.yaml`` is in the bounds engineer's corpus.)
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,15 +33,10 @@ from tests.fakes.lakefs import FakeLakeFS
 from tests.fakes.metastore import FakeMetastore
 from tests.fakes.processor import FakeProcessor
 from tests.fakes.status import MemoryStatusStore
+from tests.ports import free_port
 
 TOKEN = "hostile-test-token"  # noqa: S105
 COMMIT = {"event_type": "post-commit", "repository_id": "study", "branch_id": "main"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -74,7 +68,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("hostile")
-    port = _free_port()
+    port = free_port()
     settings = replace(
         Settings.load({}, None),
         listen=f"127.0.0.1:{port}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from server.store import Database, SqliteStatusStore
 from server.worker import Reconciler
 from tests.fakes.lakefs import FakeLakeFS
 from tests.fakes.processor import FakeProcessor
+from tests.ports import free_port
 
 # ---- events -----------------------------------------------------------------------------------
 
@@ -299,12 +299,6 @@ def test_reconciler_resyncs_a_synced_ref_whose_metastore_differs(db: Database) -
 # ---- the HTTP app -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class App:
     def __init__(self, url: str, ctx: Context, processor: FakeProcessor) -> None:
         self.url, self.ctx, self.processor = url, ctx, processor
@@ -346,7 +340,7 @@ class App:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     state = tmp_path_factory.mktemp("state")
-    port = _free_port()
+    port = free_port()
     settings = replace(
         Settings.load({}, None),
         listen=f"127.0.0.1:{port}",
