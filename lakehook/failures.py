@@ -10,7 +10,9 @@ input      the user's data or config is wrong          final for that head: reco
 service    a service is down, slow or refuses us        retried with exponential backoff and
            (``TransientError``: outages, 5xx, lost      jitter until it succeeds, never given
            races; ``ServiceMisconfigured``: 403/400     up; the status stays ``pending`` with
-           from credentials or endpoints)               the attempt count and the next try
+           from credentials or endpoints), or the       the attempt count and the next try
+           server itself ran out of disk space or
+           file handles
 internal   lakehook's own bug (any other exception)    final for that head, reported as
                                                        "internal error, please report it"; the
                                                        traceback goes to the log only
@@ -22,6 +24,8 @@ writing (``server.worker``).
 
 from __future__ import annotations
 
+import errno
+import re
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -40,6 +44,28 @@ KINDS = (INPUT, SERVICE, INTERNAL)
 
 BACKOFF_INITIAL = 1.0  # seconds before the second try of a service failure
 BACKOFF_MAX = 300.0  # the longest wait between two tries
+
+
+# The server's own resources ran out: nothing is wrong with the data or with lakehook, and the
+# same job succeeds once an operator frees them. pyarrow's C++ I/O errors carry no errno, only
+# its text ("... Detail: [errno 28] No space left on device").
+_EXHAUSTED = {
+    errno.ENOSPC: "the server's disk is full",
+    errno.EDQUOT: "the server's disk quota is exceeded",
+    errno.EMFILE: "the server has too many open files",
+    errno.ENFILE: "the server has too many open files",
+}
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+
+
+def _exhausted(err: BaseException) -> str | None:
+    """What ran out, when ``err`` says the server's own disk or file handles did."""
+    if not isinstance(err, OSError):
+        return None
+    code = err.errno
+    if code is None and (found := _ERRNO_IN_TEXT.search(str(err))):
+        code = int(found.group(1))
+    return _EXHAUSTED.get(code) if code is not None else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,8 @@ def classify(err: BaseException) -> Failure:
         return Failure(SERVICE, text)
     if isinstance(err, TerminalError | LakehookError):
         return Failure(INPUT, text)
+    if (what := _exhausted(err)) is not None:
+        return Failure(SERVICE, f"{what} ({text}); retried with backoff once it is freed")
     return Failure(
         INTERNAL,
         f"internal error in lakehook ({type(err).__name__}), please report it with the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -186,6 +187,11 @@ def test_a_stale_worker_writes_nothing_once_another_holds_the_job(db: Database) 
         (ServiceMisconfigured("S3 gateway answered 403"), SERVICE),
         (KeyError("oops"), INTERNAL),
         (AssertionError(), INTERNAL),
+        # the server's own disk or file handles ran out: retried once freed, not a bug
+        (OSError(errno.ENOSPC, "No space left on device"), SERVICE),
+        (OSError(errno.EMFILE, "Too many open files"), SERVICE),
+        (OSError("error writing bytes. Detail: [errno 28] No space left on device"), SERVICE),
+        (OSError(errno.EACCES, "Permission denied"), INTERNAL),
     ],
 )
 def test_every_failure_has_one_kind(err: Exception, kind: str) -> None:
