@@ -47,11 +47,12 @@ def _start(settings: Settings, intake: int) -> None:
     global _processor
     from server.logs import configure
     from server.state import open_state
-    from server.worker_main import die_with
+    from server.worker_main import die_with, leave_intake_group
 
     die_with(intake)
     # a little nicer than the intake: a webhook that comes in while a merge is being decided
     # gets the cores first (the decision has a budget of seconds; the ack, milliseconds)
+    leave_intake_group(settings.gate_nice)
     os.nice(settings.gate_nice)
     configure(settings.log_level, settings.log_dir)
     from pipeline.service import build_processor

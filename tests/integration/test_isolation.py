@@ -97,6 +97,11 @@ class Poller:
             )
 
 
+def _autogroup_nice(pid: int) -> int:
+    """The niceness of ``pid``'s scheduling group ("/autogroup-42 nice 0")."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
 def _status(server: RunningServer, repo: str, branch: str) -> dict[str, Any]:
     try:
         return dict(get_json(f"{server.url}/api/v1/repos/{repo}/branches/{branch}/status"))
@@ -254,6 +259,14 @@ def test_a_job_that_eats_memory_or_loses_its_worker_never_touches_the_intake(
         assert len(gates) == 2
         assert server.process.pid not in gates
         assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in gates} == {min(intake + 5, 19)}
+        # each in a session, so a scheduling group, of its own: the kernel shares the cores
+        # between groups first, and the intake's stays idle until a request comes
+        sessions = {os.getsid(pid) for pid in [*gates, *(w["pid"] for w in health["workers"])]}
+        assert os.getsid(server.process.pid) not in sessions
+        assert len(sessions) == len(gates) + len(health["workers"])
+        group_nice = _autogroup_nice(server.process.pid)
+        assert {_autogroup_nice(w["pid"]) for w in health["workers"]} == {min(group_nice + 10, 19)}
+        assert {_autogroup_nice(pid) for pid in gates} == {min(group_nice + 5, 19)}
         assert _metric(server, "lakehook_quarantined_jobs_total", limit="memory") == 1
         assert _metric(server, "lakehook_worker_restarts_total", reason="memory") == 2
         assert _metric(server, "lakehook_worker_restarts_total", reason="killed") == 1

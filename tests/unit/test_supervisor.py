@@ -7,7 +7,10 @@ SQLite file (it is what the processes share).
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -399,3 +402,19 @@ def test_the_intake_never_checkpoints_in_a_commit_its_supervisor_does(tmp_path: 
         .fetchone()[0]
         == 1000
     )  # the workers keep SQLite's own checkpoints
+
+
+def test_a_worker_process_leaves_the_intakes_scheduling_group() -> None:
+    """Autogroup scheduling shares the cores between sessions first: the workers' busy session
+    must not be the intake's (issue 16), and a group's niceness follows the increment."""
+    code = (
+        "import os; from server.worker_main import leave_intake_group as leave; "
+        "nice = leave(3); print(nice, os.getsid(0), open('/proc/self/autogroup').read())"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    mine = Path("/proc/self/autogroup").read_text().split()  # "/autogroup-42 nice 0"
+    assert int(answer[1]) != os.getsid(0)  # a session of its own
+    assert answer[2] != mine[0]  # so a scheduling group of its own
+    assert int(answer[0]) == int(answer[-1]) == min(int(mine[-1]) + 3, 19)
