@@ -272,6 +272,7 @@ def run(
     csv: Path | None = None,
     engine: str = "pyarrow",
     gate_every: float = 0.5,
+    server_session: str = "own",
 ) -> dict[str, Any]:
     from pipeline.adapters.lakefs import LakeFSClient
     from server.actions import install
@@ -295,6 +296,9 @@ def run(
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # as a service runs, and as lakeFS, whose webhooks this client stands for, runs: in a
+        # session (so a scheduling group) of its own, not sharing the client's (see --help)
+        start_new_session=server_session == "own",
     )
     try:
         _wait_ready(port, proc)
@@ -368,6 +372,7 @@ def run(
             "memory_limit_mb": settings.worker_memory_limit_mb,
             "worker_nice": settings.worker_nice,
             "worker_scheduling": settings.worker_scheduling,
+            "server_session": server_session,
             "memory": memory,
             "gate_memory": gate_memory,
             "gate_processes": settings.gate_processes,
@@ -397,6 +402,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--timeline", action="store_true", help="webhook p50/p99/max per 5 s of the job too"
     )
+    parser.add_argument(
+        "--server-session",
+        choices=("own", "client"),
+        default="own",
+        help="own: the server in a session of its own, as a service (and lakeFS) runs; client: "
+        "in this client's session, as until 2026-12-02, so that Linux's autogroup scheduling "
+        "puts the client's threads and the intake in one group",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     with tempfile.TemporaryDirectory(prefix="lakehook-bench-iso-") as work:
@@ -408,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
             args.csv,
             args.engine,
             args.gate_every,
+            args.server_session,
         )
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {r['machine_start']}")
     print(f"(after the run: {r['machine_end']})")
@@ -415,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Intake while a worker processes a {r['size_mb']:.0f} MB CSV "
         f"({r['processing_s']:.1f} s, {r['state']}, engine {r['engine']}, "
         f"{r['workers']} worker processes, jobs at nice +{r['worker_nice']}"
-        f"{' and SCHED_IDLE' if r['worker_scheduling'] == 'idle' else ''}), "
+        f"{' and SCHED_IDLE' if r['worker_scheduling'] == 'idle' else ''}; the server in "
+        f"{'a session of its own' if r['server_session'] == 'own' else 'the client session'}), "
         f"webhooks at {args.rate:.0f}/s, "
         + (f"a pre-merge every {args.gate_every:g} s:" if args.gate_every else "no pre-merge:")
     )
