@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+
+import pytest
 
 from tests.integration.conftest import lakehook_server, stack_settings
-
-if TYPE_CHECKING:
-    import pytest
+from tests.repositories import delete_created
 
 __all__ = ["lakehook_server", "stack_settings"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _delete_created_repositories() -> Iterator[None]:
+    """The lakeFS repositories a module created are deleted when it ends (tests/repositories)."""
+    yield
+    delete_created()
+
 
 # `make test`'s parallel phase (pytest-xdist, --dist loadfile) hands whole files to its workers
 # in collection order. The longest real-stack files go first (durations of a full run, longest

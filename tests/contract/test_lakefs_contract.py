@@ -11,6 +11,7 @@ from lakehook.errors import NotFound, RefMoved, TerminalError
 from lakehook.settings import Settings
 from pipeline.ports import LakeFS
 from tests.fakes.lakefs import FakeLakeFS
+from tests.repositories import created
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.stack)])
@@ -26,7 +27,7 @@ def lakefs(request: pytest.FixtureRequest) -> LakeFS:
 @pytest.fixture
 def repo(lakefs: LakeFS) -> str:
     name = f"contract-{uuid.uuid4().hex[:8]}"
-    lakefs.create_repository(name, f"local://{name}")
+    lakefs.create_repository(created(name), f"local://{name}")
     return name
 
 

@@ -23,6 +23,7 @@ from pipeline.naming import normalize_location, table_location
 from pipeline.ports import Column, Metastore, TableDef
 from tests.fakes.metastore import FakeMetastore
 from tests.integration.conftest import stack_settings  # noqa: F401 (fixture)
+from tests.repositories import created
 
 
 @dataclass
@@ -56,7 +57,7 @@ def lakefs_api(settings: Settings, method: str, path: str, body: object = None) 
 )
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     suffix = uuid.uuid4().hex[:8]
-    repo = f"contract-{suffix}"
+    repo = created(f"contract-{suffix}")
     schema = f"contract_{suffix}"
     if request.param == "fake":
         yield Subject(FakeMetastore(), schema, repo)
@@ -176,7 +177,7 @@ def test_thrift_and_trino_read_each_others_tables(stack_settings: Settings) -> N
     thrift = HiveMetastore.from_settings(stack_settings)
     engine = TrinoMetastore.from_settings(stack_settings)
     suffix = uuid.uuid4().hex[:8]
-    subject = Subject(thrift, f"cross_{suffix}", f"cross-{suffix}")
+    subject = Subject(thrift, f"cross_{suffix}", created(f"cross-{suffix}"))
     lakefs_api(
         stack_settings,
         "POST",

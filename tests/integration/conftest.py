@@ -27,6 +27,7 @@ from lakefs_sdk.client import LakeFSClient
 
 from lakehook.settings import Settings
 from tests.ports import free_port as free_port  # re-exported: the stack tests import it here
+from tests.repositories import created
 
 
 def _answers(url: str) -> bool:
@@ -202,7 +203,7 @@ def client(stack_settings: Settings) -> LakeFSClient:
 
 
 def new_repository(client: LakeFSClient, prefix: str) -> str:
-    repo = unique_name(prefix)
+    repo = created(unique_name(prefix))  # deleted when the test module ends
     client.repositories_api.create_repository(
         lakefs_sdk.RepositoryCreation(
             name=repo, storage_namespace=f"local://{repo}", default_branch="main"

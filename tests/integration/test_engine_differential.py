@@ -24,6 +24,7 @@ from pipeline.model import RefStatus
 from pipeline.service import BranchService
 from tests.fakes.status import MemoryStatusStore
 from tests.integration.conftest import trino_query, unique_name
+from tests.repositories import created
 
 pytestmark = pytest.mark.stack
 
@@ -33,7 +34,7 @@ CDISC_DATASETS = ["dm", "sv", "vs", "lbch", "ae"]
 def _process(settings: Settings, workdir: Path, files: dict[str, bytes], engine: str) -> RefStatus:
     lakefs = LakeFSClient.from_settings(settings)
     repo = unique_name(f"diff-{engine}")
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(created(repo), f"local://{repo}")
     config = files.get("lakehook.yaml", b"").decode()
     for path, data in sorted(files.items()):
         if path != "lakehook.yaml":

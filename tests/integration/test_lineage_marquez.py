@@ -43,6 +43,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.partition import Partition
 from tests.integration.test_end_to_end import CONTENTS, DM, upload_and_commit, wait_state
+from tests.repositories import created
 
 pytestmark = [pytest.mark.stack, pytest.mark.marquez]
 
@@ -90,7 +91,7 @@ def lakefs_client(settings: Settings) -> LakeFSClient:
 def short_repository(client: LakeFSClient) -> str:
     """A new repository with a 9-character name: the web UI shows job names of up to 16
     characters in full, so ``<repo>.ingest`` and ``<repo>.dm`` are readable on the graph."""
-    repo = f"l{uuid.uuid4().hex[:8]}"
+    repo = created(f"l{uuid.uuid4().hex[:8]}")
     client.repositories_api.create_repository(
         lakefs_sdk.RepositoryCreation(
             name=repo, storage_namespace=f"local://{repo}", default_branch="main"

@@ -32,6 +32,7 @@ from pipeline.model import TableManifest
 from pipeline.naming import schema_name
 from pipeline.ports import LakeFS, Metastore, ObjectInfo
 from tests.fakes.metastore import make_manifest
+from tests.repositories import created
 
 pytestmark = pytest.mark.stack
 
@@ -79,7 +80,7 @@ class Lake:
         self.api(
             "POST",
             "/repositories",
-            {"name": self.repo, "storage_namespace": f"local://{self.repo}"},
+            {"name": created(self.repo), "storage_namespace": f"local://{self.repo}"},
         )
 
     def delete(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 from lakehook.settings import Settings
 from pipeline.adapters.lakefs import LakeFSClient
 from tests.integration.conftest import trino_query, unique_name
+from tests.repositories import created
 
 pytestmark = pytest.mark.stack
 
@@ -30,7 +31,7 @@ def parquet(values: list[int]) -> bytes:
 def test_each_branch_reads_its_own_data_through_trino(stack_settings: Settings) -> None:
     lakefs = LakeFSClient.from_settings(stack_settings)
     repo = unique_name("stack")
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(created(repo), f"local://{repo}")
     # through the S3 gateway, as Spark or any S3 client would write
     lakefs.upload_object(repo, "main", "tables/t/part-0.parquet", io.BytesIO(parquet([1, 2, 3])))
     lakefs.commit(repo, "main", "main data", {})
@@ -85,7 +86,7 @@ def test_a_real_lakefs_action_calls_a_webhook_with_the_token(
     url, handler = listener
     lakefs = LakeFSClient.from_settings(stack_settings)
     repo = unique_name("hooks")
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(created(repo), f"local://{repo}")
     action = (
         "name: probe\non:\n  post-commit:\nhooks:\n  - id: probe_hook\n    type: webhook\n"
         f"    properties:\n      url: {url}\n      timeout: 5s\n"

@@ -16,6 +16,7 @@ from lakehook.stack import process
 from lakehook.stack.components import core_components
 from pipeline.adapters.lakefs import LakeFSClient
 from tests.integration.conftest import unique_name
+from tests.repositories import created
 
 pytestmark = [pytest.mark.stack, pytest.mark.disruptive]
 
@@ -33,7 +34,7 @@ def lakehook(*args: str) -> subprocess.CompletedProcess[str]:
 def test_down_stops_everything_and_up_keeps_the_data(stack_settings: Settings) -> None:
     lakefs = LakeFSClient.from_settings(stack_settings)
     repo = unique_name("persist")
-    lakefs.create_repository(repo, f"local://{repo}")
+    lakefs.create_repository(created(repo), f"local://{repo}")
     lakefs.upload_object(repo, "main", "kept.txt", io.BytesIO(b"still here"))
     commit = lakefs.commit(repo, "main", "before restart", {})
     pids = {c.name: c.pid() for c in core_components(stack_settings)}
