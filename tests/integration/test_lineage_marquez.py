@@ -169,7 +169,9 @@ def job_node(job: str) -> str:
 
 
 def wait_for_graph(marquez: str, node: str, wanted: set[str]) -> dict[str, Any]:
-    """Poll Marquez's lineage graph around ``node`` until it holds every ``wanted`` node id."""
+    """Poll Marquez's lineage graph around ``node`` until it holds every ``wanted`` node id,
+    and ``node``'s dataset has its fields: the run's START already names the table, its schema
+    comes with the COMPLETE (make test 00:41: the graph was there, the table's fields not)."""
     deadline = time.monotonic() + DELIVERY_WAIT
     ids: set[str] = set()
     while time.monotonic() < deadline:
@@ -178,10 +180,14 @@ def wait_for_graph(marquez: str, node: str, wanted: set[str]) -> dict[str, Any]:
         except urllib.error.HTTPError:  # 404 until the node exists
             graph = {"graph": []}
         ids = {n["id"] for n in graph["graph"]}
-        if wanted <= ids:
+        fields = [(n.get("data") or {}).get("fields") for n in graph["graph"] if n["id"] == node]
+        if wanted <= ids and fields and fields[0]:
             return graph
         time.sleep(0.5)
-    pytest.fail(f"Marquez never showed {sorted(wanted - ids)} around {node}; it has {sorted(ids)}")
+    pytest.fail(
+        f"Marquez never showed {sorted(wanted - ids)} (or {node}'s fields) around {node}; "
+        f"it has {sorted(ids)}"
+    )
 
 
 def seed_graph(repo: str) -> set[str]:
