@@ -47,8 +47,9 @@ BACKOFF_MAX = 300.0  # the longest wait between two tries
 
 
 # The server's own resources ran out: nothing is wrong with the data or with lakehook, and the
-# same job succeeds once an operator frees them. pyarrow's C++ I/O errors carry no errno, only
-# its text ("... Detail: [errno 28] No space left on device").
+# same job succeeds once an operator frees them. Python's and pyarrow's OSErrors carry the
+# errno (pyarrow writing to /dev/full: OSError 28, "... Detail: [errno 28] No space left on
+# device"); one made from such a text alone is read from the text.
 _EXHAUSTED = {
     errno.ENOSPC: "the server's disk is full",
     errno.EDQUOT: "the server's disk quota is exceeded",

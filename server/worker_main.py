@@ -63,8 +63,12 @@ def leave_intake_group(increment: int) -> int | None:
     intake's session competed with those as busy as its workers made it. In a group of its own
     that is ``increment`` nicer, a worker yields to every other session, and the intake's group
     stays idle until a request comes. In a cgroup of its own (no autogroup) only the session
-    changes. Measured side by side in ``docs/benchmarks.md`` (intake isolation).
+    changes. Measured side by side in ``docs/benchmarks.md`` (intake isolation). An
+    ``increment`` of 0 changes nothing: a group of its own at the intake's weight was worse
+    than none (a worker's group then weighs as much as the intake's).
     """
+    if increment <= 0:
+        return None
     try:
         before = int(AUTOGROUP.read_text().split()[-1])  # "/autogroup-42 nice 0"
     except (OSError, ValueError, IndexError):

@@ -418,3 +418,9 @@ def test_a_worker_process_leaves_the_intakes_scheduling_group() -> None:
     assert int(answer[1]) != os.getsid(0)  # a session of its own
     assert answer[2] != mine[0]  # so a scheduling group of its own
     assert int(answer[0]) == int(answer[-1]) == min(int(mine[-1]) + 3, 19)
+    # LAKEHOOK_WORKER_NICE=0 turns it off: the process stays in the intake's session and group
+    code = code.replace("leave(3)", "leave(0)")
+    answer = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert (answer[0], int(answer[1]), answer[2]) == ("None", os.getsid(0), mine[0])
