@@ -11,13 +11,14 @@ between its tests, so nothing is deleted before its module ends.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import urllib.error
-import urllib.request
-from base64 import b64encode
+
+import lakefs_sdk
 
 from lakehook.settings import Settings
 from lakehook.stack import paths
+from pipeline.adapters.lakefs import LakeFSClient
 
 _created: list[str] = []
 
@@ -34,19 +35,9 @@ def delete_created() -> None:
     _created.clear()
     if not names:
         return
-    settings = Settings.load()
-    token = f"{settings.lakefs_access_key_id}:{settings.lakefs_secret_access_key}"
-    auth = "Basic " + b64encode(token.encode()).decode()
+    repositories = LakeFSClient.from_settings(Settings.load()).sdk.repositories_api
     for name in names:
-        request = urllib.request.Request(
-            f"{settings.lakefs_url}/api/v1/repositories/{name}",
-            method="DELETE",
-            headers={"Authorization": auth},
-        )
-        try:
-            urllib.request.urlopen(request, timeout=30).close()  # noqa: S310 (our lakeFS)
-        except urllib.error.HTTPError as err:
-            if err.code != 404:  # already gone: fine
-                raise
+        with contextlib.suppress(lakefs_sdk.exceptions.NotFoundException):  # already gone
+            repositories.delete_repository(name)
         # lakeFS keeps a deleted repository's objects: the local block store's directory
         shutil.rmtree(paths.data_dir("lakefs") / "objects" / name, ignore_errors=True)
