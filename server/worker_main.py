@@ -49,7 +49,17 @@ def lower_priority(increment: int) -> int:
     return os.nice(increment) if increment else os.nice(0)
 
 
-AUTOGROUP = Path("/proc/self/autogroup")
+def autogroup(pid: int | str = "self") -> tuple[str, int] | None:
+    """``pid``'s autogroup scheduling group and its niceness ("/autogroup-42 nice 0"), or None
+    where the process is in none: a kernel without ``CONFIG_SCHED_AUTOGROUP`` (no file), or a
+    sandbox whose kernel shows an empty file and makes no group for a new session (measured on
+    the CI machine). Plain niceness then counts across all processes, which
+    :func:`lower_priority` already sets."""
+    try:
+        fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return fields[0], int(fields[-1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def leave_intake_group(increment: int) -> int | None:
@@ -62,24 +72,23 @@ def leave_intake_group(increment: int) -> int | None:
     never against other sessions' work (lakeFS, Trino, anything else on the machine), and the
     intake's session competed with those as busy as its workers made it. In a group of its own
     that is ``increment`` nicer, a worker yields to every other session, and the intake's group
-    stays idle until a request comes. In a cgroup of its own (no autogroup) only the session
-    changes. Measured side by side in ``docs/benchmarks.md`` (intake isolation). An
-    ``increment`` of 0 changes nothing: a group of its own at the intake's weight was worse
-    than none (a worker's group then weighs as much as the intake's).
+    stays idle until a request comes. In a cgroup of its own, or where the kernel makes no
+    autogroups (:func:`autogroup` is None), only the session changes. Measured side by side in
+    ``docs/benchmarks.md`` (intake isolation). An ``increment`` of 0 changes nothing: a group
+    of its own at the intake's weight was worse than none (a worker's group then weighs as
+    much as the intake's).
     """
     if increment <= 0:
         return None
-    try:
-        before = int(AUTOGROUP.read_text().split()[-1])  # "/autogroup-42 nice 0"
-    except (OSError, ValueError, IndexError):
-        before = None
+    before = autogroup()
     with contextlib.suppress(OSError):  # a session leader already: stays where it is
         os.setsid()
-    if before is None:
+    after = autogroup()
+    if before is None or after is None:
         return None
-    nice = min(before + increment, 19)
+    nice = min(before[1] + increment, 19)
     try:
-        AUTOGROUP.write_text(str(nice))
+        Path("/proc/self/autogroup").write_text(str(nice))
     except OSError:
         return None
     return nice
