@@ -8,6 +8,7 @@ quadratic splitter is caught by counting the bytes it scans, not by a clock).
 from __future__ import annotations
 
 import datetime as dt
+import random
 from decimal import Decimal
 from pathlib import Path
 
@@ -62,6 +63,40 @@ def test_non_finite_never_fits_double_whatever_the_batch(text: str) -> None:
     assert mixed[0].to_pylist() == [None, None]
     assert mixed[1] == 2
     assert keys.part(text, double) is None
+
+
+@pytest.mark.parametrize("declared", ["integer", "bigint"])
+@pytest.mark.parametrize("text", ["0x10", "0X1F", "0x0", "0x7fffffff"])
+def test_hexadecimal_is_no_integer_whatever_the_batch(declared: str, text: str) -> None:
+    """pyarrow's integer cast reads 0x10 as 16: a clean batch took that fast path, so the
+    same text was 16 in one file, invalid in another, and always a missing key part."""
+    ctype = parse_declared(declared)
+    alone = convert(pa.array([text, "16"]), ctype)
+    mixed = convert(pa.array([text, "16", "abc"]), ctype)  # the checked path
+    assert alone[0].to_pylist() == [None, 16]
+    assert alone[1] == 1
+    assert mixed[0].to_pylist() == [None, 16, None]
+    assert keys.part(text, ctype) is None
+
+
+_FUZZ_ALPHABET = [*"0123456789+-.eExX _,dDfFnNaAiIT:\t", "0x", "inf", "nan", "\u0661", "\u00a0"]
+
+
+@pytest.mark.parametrize(
+    "declared",
+    ["integer", "bigint", "double", "decimal(10,2)", "boolean", "date", "timestamp", "partialdate"],
+)
+def test_a_value_converts_the_same_alone_or_beside_an_invalid_one(declared: str) -> None:
+    """The fast path (Arrow's cast of a clean batch) and the checked path (taken when anything
+    in the batch is not castable) must agree on every value: random short texts over the
+    characters numbers and dates are made of (this found 0x10 read as 16)."""
+    rng = random.Random(declared)
+    texts = {"".join(rng.choices(_FUZZ_ALPHABET, k=rng.randint(1, 6))) for _ in range(400)}
+    ctype = parse_declared(declared)
+    for text in sorted(texts):
+        alone, _ = convert(pa.array([text]), ctype)
+        mixed, _ = convert(pa.array([text, "not a value \x00"]), ctype)
+        assert alone[0].as_py() == mixed[0].as_py(), text
 
 
 @pytest.mark.parametrize(
