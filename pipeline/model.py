@@ -161,6 +161,9 @@ class TableStatus:
     null_keys: Mapping[str, int] = field(default_factory=dict)
     fingerprint: str = ""
     engine: str = "pyarrow"
+    # the probe_identity (pipeline.metastore.verify) last probed without a problem at this
+    # ref's schema: the next sync does not probe that same definition and files again
+    probed: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +176,7 @@ class TableStatus:
             "null_keys": dict(self.null_keys),
             "fingerprint": self.fingerprint,
             "engine": self.engine,
+            "probed": self.probed,
         }
 
 
@@ -263,6 +267,7 @@ class RefStatus:
                 null_keys=t.get("null_keys", {}),
                 fingerprint=t.get("fingerprint", ""),
                 engine=t.get("engine", "pyarrow"),
+                probed=t.get("probed", ""),
             )
             for t in d.get("tables", [])
         )

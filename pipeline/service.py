@@ -29,8 +29,8 @@ from pipeline import naming
 from pipeline import steps as job_steps
 from pipeline.drift import KeyConfig
 from pipeline.metastore.repair import sync_and_verify
-from pipeline.metastore.sync import copy_schema
-from pipeline.metastore.verify import verify_ref
+from pipeline.metastore.sync import SyncResult, copy_schema
+from pipeline.metastore.verify import Problem, probe_identities, verify_ref
 from pipeline.model import (
     Drift,
     GateDecision,
@@ -197,11 +197,18 @@ class BranchService:
 
         guard.check()
         sync, problems = sync_and_verify(
-            self.metastore, self.lakefs, repo, branch, schema, result.manifests
+            self.metastore,
+            self.lakefs,
+            repo,
+            branch,
+            schema,
+            result.manifests,
+            probed=_probed(previous, schema),
         )
         faults.reached("after-verify")
         errors += [{"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed]
         errors += [{**p.to_dict(), "stage": "verify"} for p in problems]
+        verified = _verified(repo, branch, schema, result.manifests, sync, problems)
         state = "failed" if errors else "synced"
         reason = ""
         newer = self.provenance.source_commit_at(
@@ -228,6 +235,7 @@ class BranchService:
             errors,
             reason=reason,
             baseline=baseline,
+            verified=verified,
         )
         guard.check()
         self.store.put_status(status)
@@ -264,7 +272,16 @@ class BranchService:
         ]
         commit = self.lakefs.get_commit(repo, head)
         source_commit = self.provenance.source_commit_at(self.lakefs, repo, commit)
-        sync, problems = sync_and_verify(self.metastore, self.lakefs, repo, tag, schema, manifests)
+        previous = self.store.get_status(repo, tag, TAG)
+        sync, problems = sync_and_verify(
+            self.metastore,
+            self.lakefs,
+            repo,
+            tag,
+            schema,
+            manifests,
+            probed=_probed(previous, schema),
+        )
         errors: list[dict[str, Any]] = [
             {"table": t, "message": m, "stage": "metastore"} for t, m in sync.failed
         ]
@@ -282,6 +299,8 @@ class BranchService:
             None,
             warnings,
             errors,
+            verified=_verified(repo, tag, schema, manifests, sync, problems),
+            prior=previous,
         )
         fence.current().check()
         self.store.put_status(status)
@@ -551,7 +570,15 @@ class BranchService:
         errors: list[dict[str, Any]],
         reason: str = "",
         baseline: _Baseline | None = None,
+        verified: Mapping[str, str] | None = None,
+        prior: RefStatus | None = None,
     ) -> RefStatus:
+        """The status to store. ``verified``: table -> its probe identity where this run
+        verified it, "" where verification found a problem; a table it does not name keeps the
+        identity its previous status (``previous``, else ``prior``) had probed."""
+        before = previous or prior
+        probed = {t.table: t.probed for t in before.tables} if before else {}
+        probed.update(verified or {})
         earlier = {t.table: t for t in previous.tables} if previous else {}
         tables = []
         for table, manifest in sorted(manifests.items()):
@@ -570,6 +597,7 @@ class BranchService:
                     null_keys=dict(manifest.null_keys),
                     fingerprint=manifest.fingerprint,
                     engine=manifest.engine,
+                    probed=probed.get(table, ""),
                 )
             )
             warnings = warnings + [f"{table}: {w}" for w in manifest.warnings]
@@ -647,3 +675,26 @@ def build_processor(
         recorder=recorder,
         workdir=settings.state_dir / "work",
     )
+
+
+def _probed(previous: RefStatus | None, schema: str) -> dict[str, str]:
+    """table -> the probe identity the ref's previous status had verified at ``schema``."""
+    if previous is None or previous.schema != schema:
+        return {}
+    return {t.table: t.probed for t in previous.tables if t.probed}
+
+
+def _verified(
+    repo: str,
+    ref: str,
+    schema: str,
+    manifests: Mapping[str, TableManifest],
+    sync: SyncResult,
+    problems: list[Problem],
+) -> dict[str, str]:
+    """table -> its probe identity where this verification found nothing wrong, else ""."""
+    bad = {p.table for p in problems} | {t for t, _ in sync.failed}
+    return {
+        t: "" if t in bad else identity
+        for t, identity in probe_identities(repo, ref, schema, manifests).items()
+    }
