@@ -3,8 +3,10 @@
 Starts ``lakehook serve`` on the local stack (own port and state dir, reconciler idle), makes a
 study repository with lakehook's lakeFS actions, and commits the pilot's 9 datasets (dm, sv,
 lbch, lbhe, vs, ae, cm, ex, ds: about 98,000 rows, 17 MB of CSV) to ``main``: one warm-up
-commit, then ``--commits`` measured ones. Every commit changes every dataset (the pilot's
-files and the same files without their last row, alternately), so each one processes all 9.
+commit, then ``--commits`` measured ones. With ``--change all`` (the default) every commit
+changes every dataset (the pilot's files and the same files without their last row,
+alternately), so each one processes all 9; with ``--change one`` only ``dm`` changes, the
+incremental delivery: 1 dataset processed, 9 tables verified.
 The clock runs from the commit request to lakeFS until the branch's status is ``synced`` for
 that commit (the status's own ``updated_at``); the next commit waits until the server is idle.
 
@@ -20,7 +22,7 @@ the jobs API, and the seconds per step the worker logs with "job done" (``pipeli
 
 Goal: p50 <= 3 s. Needs the stack (``lakehook stack up``).
 
-Run: ``.venv/bin/python -m bench.bench_commit [--commits 10]``.
+Run: ``.venv/bin/python -m bench.bench_commit [--commits 10] [--change all|one]``.
 """
 
 from __future__ import annotations
@@ -159,7 +161,9 @@ def _first_job(port: int, repo: str, since: float) -> dict[str, Any]:
     return dict(min(jobs, key=lambda j: j["created_at"]))
 
 
-def run(commits: int, work: Path, timeout: float = 600) -> list[dict[str, float]]:
+def run(
+    commits: int, work: Path, timeout: float = 600, change: str = "all"
+) -> list[dict[str, float]]:
     from pipeline.adapters.lakefs import LakeFSClient
     from server.actions import install
 
@@ -192,6 +196,8 @@ def run(commits: int, work: Path, timeout: float = 600) -> list[dict[str, float]
             rounds: list[dict[str, float]] = []
             for n in range(commits + 1):  # round 0 warms up (schema created, caches filled)
                 for path, data in deliveries[n % 2].items():
+                    if change == "one" and path != "raw/DM.csv":
+                        data = deliveries[0][path]  # as in the warm-up: unchanged
                     lakefs.upload_object(repo, "main", path, data)
                 started = time.time()
                 commit = lakefs.commit(repo, "main", f"delivery {n}", {}).id
@@ -259,13 +265,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commits", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per commit at most")
     parser.add_argument("--keep", type=Path, help="keep the server's state dir (logs) here")
+    parser.add_argument(
+        "--change", choices=("all", "one"), default="all", help="datasets each commit changes"
+    )
     args = parser.parse_args(argv)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        rounds = run(args.commits, Path(tempfile.mkdtemp(dir=args.keep)), args.timeout)
+        rounds = run(args.commits, Path(tempfile.mkdtemp(dir=args.keep)), args.timeout, args.change)
     else:
         with tempfile.TemporaryDirectory(prefix="lakehook-bench-commit-") as work:
-            rounds = run(args.commits, Path(work), args.timeout)
+            rounds = run(args.commits, Path(work), args.timeout, args.change)
     print("\n".join(["", *report(rounds)]))
 
 
