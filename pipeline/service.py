@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lakehook import faults, fence
 from lakehook.errors import ConfigError, InvalidEvent, NotFound
@@ -646,15 +646,27 @@ def _finished(previous: RefStatus | None, source_commit: str) -> bool:
 
 
 def build_processor(
-    settings: Settings, status_store: StatusStore, *, lineage: bool = True
+    settings: Settings, status_store: StatusStore, *, lineage: bool = True, lazy: bool = False
 ) -> BranchService:
     """The composition root of processing: real adapters from ``settings``.
 
-    ``lineage=False`` for the intake process, which only reads (the gate, reconcile requests).
+    ``lineage=False`` for the intake process, which only reads (the gate, reconcile requests);
+    ``lazy=True`` builds the lakeFS and metastore adapters on first use (``adapters.lazy``).
     """
-    from pipeline.adapters.hive_metastore import HiveMetastore
-    from pipeline.adapters.lakefs import LakeFSClient
-    from pipeline.adapters.trino_metastore import TrinoMetastore
+
+    def lakefs() -> LakeFS:
+        from pipeline.adapters.lakefs import LakeFSClient
+
+        return LakeFSClient.from_settings(settings)
+
+    def metastore() -> Metastore:
+        if settings.metastore_api == "thrift":
+            from pipeline.adapters.hive_metastore import HiveMetastore
+
+            return HiveMetastore.from_settings(settings)
+        from pipeline.adapters.trino_metastore import TrinoMetastore
+
+        return TrinoMetastore.from_settings(settings)
 
     recorder = None
     try:
@@ -663,14 +675,21 @@ def build_processor(
         recorder = build_recorder(settings) if lineage else None
     except ImportError:  # pragma: no cover - lineage package not installed yet
         log.warning("lineage recorder unavailable; lineage is not recorded")
+    if lazy:
+        from pipeline.adapters.lazy import Lazy
+
+        return BranchService(
+            settings=settings,
+            lakefs=cast("LakeFS", Lazy(lakefs, "lakeFS")),
+            metastore=cast("Metastore", Lazy(metastore, "metastore")),
+            store=status_store,
+            recorder=recorder,
+            workdir=settings.state_dir / "work",
+        )
     return BranchService(
         settings=settings,
-        lakefs=LakeFSClient.from_settings(settings),
-        metastore=(
-            HiveMetastore.from_settings(settings)
-            if settings.metastore_api == "thrift"
-            else TrinoMetastore.from_settings(settings)
-        ),
+        lakefs=lakefs(),
+        metastore=metastore(),
         store=status_store,
         recorder=recorder,
         workdir=settings.state_dir / "work",

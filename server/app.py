@@ -417,7 +417,7 @@ def build_context(
     if processor is None or lakefs is None:
         from pipeline.service import build_processor
 
-        service = build_processor(settings, store, lineage=not intake_only)
+        service = build_processor(settings, store, lineage=not intake_only, lazy=intake_only)
         processor = processor or service
         lakefs = lakefs or service.lakefs
     metrics = Metrics()
