@@ -457,6 +457,17 @@ def serve(settings: Settings) -> None:
             lambda: threading.Thread(target=gates.start, name="gate-start", daemon=True).start(),
         )
         cherrypy.engine.subscribe("stop", gates.stop)
+    else:  # the intake decides pre-merges itself, within the gate's budget: its clients are
+        # built once it answers, off the request path, not by the first decision
+        from pipeline.adapters.lazy import warm
+
+        adapters = (ctx.lakefs, getattr(ctx.processor, "metastore", None))
+        cherrypy.engine.subscribe(
+            "start",
+            lambda: threading.Thread(
+                target=warm, args=adapters, name="warm-clients", daemon=True
+            ).start(),
+        )
     supervisor = Supervisor(settings, ctx.queue, ctx.state.quarantine(settings), ctx.metrics)
     ctx.workers = supervisor.workers
     mount(ctx, with_workers=False)

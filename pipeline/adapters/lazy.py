@@ -28,14 +28,25 @@ class Lazy:
     def built(self) -> bool:
         return self._real is not None
 
-    def __getattr__(self, attribute: str) -> Any:
+    def _get(self) -> Any:
         real = self._real
         if real is None:
             with self._lock:
                 if self._real is None:
                     self._real = self._build()
                 real = self._real
-        return getattr(real, attribute)
+        return real
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._get(), attribute)
 
     def __repr__(self) -> str:
         return f"Lazy({self._name}, built={self.built})"
+
+
+def warm(*adapters: Any) -> None:
+    """Build the lazy ones among ``adapters`` now (a background thread's job, so that the
+    first request that needs one does not pay for it)."""
+    for adapter in adapters:
+        if isinstance(adapter, Lazy):
+            adapter._get()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.adapters.lazy import Lazy
+from pipeline.adapters.lazy import Lazy, warm
 
 
 def test_the_intakes_context_imports_no_client_library_until_one_is_used(tmp_path: Path) -> None:
@@ -47,4 +47,17 @@ def test_a_lazy_adapter_is_built_once_and_then_is_the_adapter() -> None:
     assert lazy.answer() == 42
     assert lazy.answer() == 42
     assert built == [1]
+    assert lazy.built
+
+
+def test_warm_builds_only_the_lazy_adapters() -> None:
+    built: list[str] = []
+
+    def build() -> object:
+        built.append("lazy")
+        return object()
+
+    lazy = Lazy(build, "test")
+    warm(lazy, object(), None)
+    assert built == ["lazy"]
     assert lazy.built
