@@ -290,6 +290,10 @@ def convert_file(
     try:
 
         def parse(chunk: bytes) -> pa.Table:
+            if chunk.startswith(codecs.BOM_UTF8):
+                # pyarrow drops a byte order mark at the start of what it reads, but here that
+                # is a data row's first character (U+FEFF): an empty line first keeps it
+                chunk = b"\n" + chunk
             try:  # blocks of 1/4 of a piece: parsed on every core
                 table = pacsv.read_csv(
                     pa.BufferReader(chunk),
