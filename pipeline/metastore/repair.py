@@ -103,7 +103,6 @@ def sync_and_verify(
                 probe=probe,
                 workers=workers,
                 early=early,
-                skip_probe=same,
             )
     if any(p.what in METASTORE_PROBLEMS for p in problems):
         with steps.step(steps.METASTORE):

@@ -269,7 +269,6 @@ def verify_ref(
     probe: bool = True,
     workers: int = DEFAULT_WORKERS,
     early: Mapping[str, Future[tuple[list[Problem], list[Problem]]]] | None = None,
-    skip_probe: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """Every disagreement between a ref's schema, manifests, Parquet files and the engine.
 
@@ -284,8 +283,6 @@ def verify_ref(
         workers: parallel calls.
         early: table -> its ``table_checks`` started already (``sync_and_verify`` starts a
             table's as soon as its definition is written); the others are run here.
-        skip_probe: tables whose probe is not run again (their ``probe_identity`` was probed
-            at this schema without a problem).
 
     Returns:
         The problems, sorted by table; empty means verified.
@@ -311,7 +308,7 @@ def verify_ref(
                 ref,
                 schema,
                 manifest,
-                probe and manifest.table not in broken and manifest.table not in skip_probe,
+                probe and manifest.table not in broken,
             )
         return files if manifest.table in broken else files + probed
 
