@@ -49,16 +49,29 @@ def lower_priority(increment: int) -> int:
     return os.nice(increment) if increment else os.nice(0)
 
 
+PROC = Path("/proc")
+ROOT_GROUP = "/"  # the kernel's own autogroup: every process no setsid() has moved since boot
+
+
 def autogroup(pid: int | str = "self") -> tuple[str, int] | None:
     """``pid``'s autogroup scheduling group and its niceness ("/autogroup-42 nice 0"), or None
-    where the process is in none: a kernel without ``CONFIG_SCHED_AUTOGROUP`` (no file), or a
-    sandbox whose kernel shows an empty file and makes no group for a new session (measured on
-    the CI machine). Plain niceness then counts across all processes, which
-    :func:`lower_priority` already sets."""
+    where the kernel has no autogroups (no ``CONFIG_SCHED_AUTOGROUP``: no file).
+
+    A process in the kernel's root group, one whose session descends from PID 1's without a
+    ``setsid()`` (the CI machine runs its jobs so), reads an empty file: that is
+    ``(ROOT_GROUP, 0)``. Its threads compete one by one at the top level, each at its own
+    niceness, and a new session still gets a group of its own. Until 2026-12-02 the empty
+    file read as "no autogroups", and the workers' groups stayed at the intake's weight.
+    """
     try:
-        fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+        fields = (PROC / str(pid) / "autogroup").read_text().split()
+    except OSError:
+        return None
+    if not fields:
+        return ROOT_GROUP, 0
+    try:
         return fields[0], int(fields[-1])
-    except (OSError, ValueError, IndexError):
+    except ValueError:
         return None
 
 
@@ -72,8 +85,9 @@ def leave_intake_group(increment: int) -> int | None:
     never against other sessions' work (lakeFS, Trino, anything else on the machine), and the
     intake's session competed with those as busy as its workers made it. In a group of its own
     that is ``increment`` nicer, a worker yields to every other session, and the intake's group
-    stays idle until a request comes. In a cgroup of its own, or where the kernel makes no
-    autogroups (:func:`autogroup` is None), only the session changes. Measured side by side in
+    stays idle until a request comes. An intake in the kernel's root group
+    (:data:`ROOT_GROUP`) counts as niceness 0 there. Where the kernel makes no autogroups
+    (:func:`autogroup` is None), only the session changes. Measured side by side in
     ``docs/benchmarks.md`` (intake isolation). An ``increment`` of 0 changes nothing: a group
     of its own at the intake's weight was worse than none (a worker's group then weighs as
     much as the intake's).
@@ -84,11 +98,11 @@ def leave_intake_group(increment: int) -> int | None:
     with contextlib.suppress(OSError):  # a session leader already: stays where it is
         os.setsid()
     after = autogroup()
-    if before is None or after is None:
-        return None
+    if before is None or after is None or after[0] in (before[0], ROOT_GROUP):
+        return None  # no autogroups, or still in the intake's group: never renice that
     nice = min(before[1] + increment, 19)
     try:
-        Path("/proc/self/autogroup").write_text(str(nice))
+        (PROC / "self" / "autogroup").write_text(str(nice))
     except OSError:
         return None
     return nice

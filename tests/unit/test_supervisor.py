@@ -22,6 +22,7 @@ import pytest
 from lakehook.errors import ConfigError
 from lakehook.settings import Settings
 from pipeline.model import RefStatus
+from server import worker_main
 from server.jobs import PENDING, QUARANTINED, JobQueue
 from server.metrics import Metrics
 from server.quarantine import (
@@ -404,25 +405,35 @@ def test_the_intake_never_checkpoints_in_a_commit_its_supervisor_does(tmp_path: 
     )  # the workers keep SQLite's own checkpoints
 
 
-def _leave_in_a_child(increment: int, prelude: str = "") -> tuple[int | None, int, Any]:
-    """leave_intake_group(increment) in a new interpreter: its answer, the child's session, and
-    the child's scheduling group afterwards (never setsid() the test process itself)."""
+def _leave_in_a_child(
+    increment: int, prelude: str = "", *, leader: bool = False
+) -> tuple[int | None, int, Any]:
+    """leave_intake_group(increment) in a new interpreter (a session leader already if
+    ``leader``): its answer, the child's session, and the child's scheduling group afterwards
+    (never setsid() the test process itself)."""
     code = (
         "import json, os; import server.worker_main as w; real = w.autogroup; "
         f"{prelude}"
         f"nice = w.leave_intake_group({increment}); "
         "print(json.dumps([nice, os.getsid(0), real()]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=leader,
+    )
     nice, session, group = json.loads(out.stdout)
     return nice, session, group
 
 
 def test_a_worker_process_leaves_the_intakes_scheduling_group() -> None:
     """Autogroup scheduling shares the cores between sessions first: the workers' busy session
-    must not be the intake's (issue 16), and a group's niceness follows the increment. Where
-    the kernel makes no autogroups (the CI machine's sandbox: an empty /proc/self/autogroup),
-    only the session changes and no niceness is claimed."""
+    must not be the intake's (issue 16), and a group's niceness follows the increment, from
+    0 where the intake is in the kernel's root group (the CI machine runs its jobs there).
+    Where the kernel makes no autogroups, only the session changes and no niceness is
+    claimed."""
     mine = autogroup()
     nice, session, group = _leave_in_a_child(3)
     assert session != os.getsid(0)  # a session of its own
@@ -437,10 +448,46 @@ def test_a_worker_process_leaves_the_intakes_scheduling_group() -> None:
     assert group == (None if mine is None else list(mine))
 
 
+def test_autogroup_reads_a_group_the_root_group_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty /proc/<pid>/autogroup is the kernel's root group, not "no autogroups": the CI
+    machine's intake runs there, and until 2026-12-02 its workers then kept their new
+    groups at the intake's weight (a CI failure: groups at nice 0 where 10 was due)."""
+    for pid, text in {"1": "/autogroup-42 nice 5\n", "2": "", "3": "garbage\n"}.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "autogroup").write_text(text)
+    monkeypatch.setattr(worker_main, "PROC", tmp_path)
+    assert autogroup(1) == ("/autogroup-42", 5)
+    assert autogroup(2) == (worker_main.ROOT_GROUP, 0)
+    assert autogroup(3) is None  # unreadable: treated as none, never a crash
+    assert autogroup(4) is None  # no file: a kernel without autogroups
+
+
+def test_an_intake_in_the_root_group_sends_a_worker_to_a_nicer_group_of_its_own() -> None:
+    """The CI machine's case on any machine: the intake's group reads as the root group."""
+    first = (
+        "calls = [(w.ROOT_GROUP, 0)]; "
+        "w.autogroup = lambda pid='self': calls.pop() if calls else real(pid); "
+    )
+    nice, session, group = _leave_in_a_child(3, first)
+    assert session != os.getsid(0)
+    if autogroup() is not None:  # a kernel with autogroups: the child's new group is nicer
+        assert group[0] != worker_main.ROOT_GROUP
+        assert nice == group[1] == 3
+
+
+def test_a_session_leader_never_renices_the_group_it_is_in() -> None:
+    """setsid() fails for a session leader, which stays in its group: writing a niceness then
+    would slow down whatever else shares that group (before 2026-12-02 it was written)."""
+    nice, _, group = _leave_in_a_child(3, leader=True)
+    assert nice is None
+    assert group is None or group[1] == 0
+
+
 def test_no_autogroup_means_a_session_of_its_own_and_nothing_written() -> None:
-    """The CI machine's case on any machine: no autogroup to read is no failure, and no
-    niceness is written to a group that the kernel does not have (the product read the
-    empty file as a crash-free None, but the tests had assumed a group)."""
+    """A kernel without autogroups: no group to read is no failure, and no niceness is
+    written to a group that the kernel does not have."""
     nice, session, group = _leave_in_a_child(3, "w.autogroup = lambda pid='self': None; ")
     assert (nice, session != os.getsid(0)) == (None, True)
     assert group is None or group[1] == 0  # a new group starts at 0, and nobody changed it
