@@ -336,6 +336,34 @@ def _json_error(**page: Any) -> str:
     return json.dumps({"error": page.get("message", ""), "status": page.get("status", "")})
 
 
+def _json_body(*args: Any, **kwargs: Any) -> bytes:
+    """``json_out``'s handler: the handler's value encoded by the C encoder in one call.
+
+    CherryPy's own handler encodes with ``JSONEncoder().iterencode``, which is the pure-Python
+    encoder yielding a chunk per token: ~10 % of the intake's interpreter time per webhook
+    (py-spy, docs/benchmarks.md). The bytes are the same (the same separators)."""
+    value = cherrypy.serving.request._json_inner_handler(*args, **kwargs)
+    return json.dumps(value).encode()
+
+
+def _no_access_line() -> None:
+    return None
+
+
+def quiet_access_log(level: str) -> None:
+    """Above ``INFO``, the mounted apps skip the access line instead of formatting it.
+
+    CherryPy builds each request's access line (eleven fields escaped one by one, a request id,
+    a timestamp) before any logger decides whether to write it, and sets its access loggers to
+    ``INFO`` itself; so at ``LAKEHOOK_LOG_LEVEL=WARNING`` every request still paid for a line
+    nobody wrote: ~11 % of the intake's interpreter time per webhook (py-spy,
+    docs/benchmarks.md). At ``INFO`` and below the access log is written as before."""
+    if logging.getLevelName(level.upper()) <= logging.INFO:
+        return
+    for app in cherrypy.tree.apps.values():
+        app.log.access = _no_access_line
+
+
 def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     """Configure CherryPy, mount the app and subscribe workers and the reconciler."""
     ctx.settings.check_serving()
@@ -354,11 +382,13 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
             "error_page.default": _json_error,
             "request.show_tracebacks": False,
             "tools.lakehook_timer.on": True,
+            "tools.json_out.handler": _json_body,
         }
     )
     root = Root(ctx)
     cherrypy.tree.mount(root, "/", {"/": {}})
     cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": auth.config(ctx.settings.webhook_token)})
+    quiet_access_log(ctx.settings.log_level)
     ctx.metrics.watch_jobs(ctx.queue.counts)
     subscribe_lineage(ctx)
     if not with_workers:
