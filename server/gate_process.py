@@ -98,8 +98,11 @@ class GateProcesses:
         """The gate processes running now."""
         with self._lock:
             pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return sorted(p.pid for p in processes.values() if p.is_alive())
+        # the pool's own dict, which a decision's submit() on another thread may grow while
+        # this runs: copied in one step (a C call that holds the interpreter), then looked at;
+        # iterating the dict itself failed now and then, and /healthz answered 500
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        return sorted(p.pid for p in processes if p.is_alive())
 
     def stop(self) -> None:
         with self._lock:

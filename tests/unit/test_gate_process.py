@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,27 @@ def test_a_gate_process_that_dies_is_replaced_and_the_merge_it_decided_is_refuse
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert not set(gates.pids()) & set(before)
+
+
+def test_listing_the_processes_while_the_pool_starts_one_never_fails(tmp_path: Path) -> None:
+    """``/healthz`` lists the gate processes while the pool may be starting one on another
+    thread (a decision's ``submit``): the listing iterated the pool's own dict of processes
+    and failed with "dictionary changed size during iteration", a 500 from ``/healthz``
+    (seen in make test on 2026-12-02, right after a start). Here the first process checked
+    makes the pool start another, as that thread did."""
+    processes: dict[int, Any] = {}
+
+    class Process:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def is_alive(self) -> bool:
+            if len(processes) == 1:  # meanwhile, another thread starts a second process
+                processes[2] = Process(2002)
+            return True
+
+    processes[1] = Process(1001)
+    gates = GateProcesses(replace(Settings.load({}, None), state_dir=tmp_path))
+    gates._pool = SimpleNamespace(_processes=processes)  # type: ignore[assignment]
+    assert gates.pids() == [1001]  # the processes as they were when listed
+    assert gates.pids() == [1001, 2002]
