@@ -102,6 +102,10 @@ class Settings:
     # cores that other work keeps busy
     worker_scheduling: str = "nice"
     max_body_bytes: int = 1_048_576
+    # the intake's HTTP threads: each reads one request at a time, so a client that sends its
+    # request slowly holds one for up to http_request_timeout (docs/security.md, slow clients)
+    http_threads: int = 64
+    http_request_timeout: float = 5.0  # seconds a request may pause before it is dropped
     max_columns: int = 4096  # columns per CSV header or dataset in the contents file
     trino_engine_threshold: int = 1 << 30  # engine: auto uses Trino above this many CSV bytes
     log_level: str = "INFO"
@@ -292,6 +296,16 @@ class Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}{name.upper()} must be a positive number of seconds"
                 )
+        if not 4 <= self.http_threads <= 1024:
+            raise ConfigError(
+                f"LAKEHOOK_HTTP_THREADS={self.http_threads} must be 4 to 1024 (default 64: "
+                "each slow client holds one thread until LAKEHOOK_HTTP_REQUEST_TIMEOUT)"
+            )
+        if not 0.5 <= self.http_request_timeout <= 300:
+            raise ConfigError(
+                f"LAKEHOOK_HTTP_REQUEST_TIMEOUT={self.http_request_timeout} must be 0.5 to 300 "
+                "seconds (default 5: lakeFS sends a webhook's request at once)"
+            )
         if not 0 <= self.worker_nice <= 19:
             raise ConfigError(
                 f"LAKEHOOK_WORKER_NICE={self.worker_nice} must be 0 to 19 (default 10: the "
@@ -402,6 +416,8 @@ _TUNING = {
     "reconcile_max_refs",
     "working_branch_grace",
     "max_body_bytes",
+    "http_threads",
+    "http_request_timeout",
     "marquez_source",
     "fault_point",
     "testing",

@@ -372,7 +372,9 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
         {
             "server.socket_host": host or "127.0.0.1",
             "server.socket_port": int(port),
-            "server.thread_pool": 16,
+            # a thread per request being read or answered (docs/security.md, slow clients)
+            "server.thread_pool": ctx.settings.http_threads,
+            "server.socket_timeout": ctx.settings.http_request_timeout,
             "server.max_request_body_size": ctx.settings.max_body_bytes,
             "server.socket_queue_size": 128,
             "engine.autoreload.on": False,

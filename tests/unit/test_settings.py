@@ -33,6 +33,8 @@ def test_environment_overrides_file_overrides_defaults(tmp_path: Path) -> None:
         ({"LAKEHOOK_WORKERS": "two"}, "LAKEHOOK_WORKERS='two'.*whole number"),
         ({"LAKEHOOK_JOB_LEASE_SECONDS": "soon"}, "LAKEHOOK_JOB_LEASE_SECONDS='soon'.*a number"),
         ({"LAKEHOOK_WORKER_NICE": "20"}, "LAKEHOOK_WORKER_NICE=20 must be 0 to 19"),
+        ({"LAKEHOOK_HTTP_THREADS": "2"}, "LAKEHOOK_HTTP_THREADS=2 must be 4 to 1024"),
+        ({"LAKEHOOK_HTTP_REQUEST_TIMEOUT": "0"}, "LAKEHOOK_HTTP_REQUEST_TIMEOUT=0.0 must be"),
         ({"LAKEHOOK_WORKER_NICE": "-5"}, "LAKEHOOK_WORKER_NICE=-5 must be 0 to 19"),
         ({"LAKEHOOK_WORKER_SCHEDULING": "fifo"}, "LAKEHOOK_WORKER_SCHEDULING='fifo' must be"),
         ({"LAKEHOOK_GATE_PROCESSES": "-1"}, "LAKEHOOK_GATE_PROCESSES=-1 must be 0 to 16"),
