@@ -375,6 +375,8 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
             # a thread per request being read or answered (docs/security.md, slow clients)
             "server.thread_pool": ctx.settings.http_threads,
             "server.socket_timeout": ctx.settings.http_request_timeout,
+            # a new connection takes a thread only once it sends something (server/httpserver.py)
+            "server.instance": "server.httpserver.IntakeServer",
             "server.max_request_body_size": ctx.settings.max_body_bytes,
             "server.socket_queue_size": 128,
             "engine.autoreload.on": False,

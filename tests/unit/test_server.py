@@ -450,18 +450,21 @@ def test_the_access_line_is_not_even_formatted_above_info(
 def test_slow_clients_neither_starve_the_intake_nor_stay(app: App) -> None:
     """A client that sends part of a request and stops holds one HTTP thread until
     LAKEHOOK_HTTP_REQUEST_TIMEOUT: with 16 threads and CherryPy's 10 s, 20 such connections
-    held /healthz and every webhook for 9.5 s (measured 2026-12-02). Now 40 of them leave the
-    intake answering at once, and each is dropped after the timeout."""
+    held /healthz and every webhook for 9.5 s (measured 2026-12-02). And cheroot gave every
+    new connection a thread at once, so connections that never sent a byte did the same,
+    however many threads there were. Now 40 half-sent requests and 200 silent connections
+    leave the intake answering at once, and each of them is dropped after the timeout."""
     settings = app.ctx.settings
     port = int(settings.listen.rpartition(":")[2])
     slow = []
     try:
-        for i in range(40):
+        for i in range(240):
             client = socket.create_connection(("127.0.0.1", port), timeout=30)
             start = b"POST /webhooks/lakefs HTTP/1.1\r\nHost: x\r\n"
-            if i % 2:  # headers complete, the body never
+            if i % 6 == 1:  # headers complete, the body never
                 start += b"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n{"
-            client.sendall(start)
+            if i % 6 < 2:  # 40 half-sent requests; the other 200 send nothing
+                client.sendall(start)
             slow.append(client)
         started = time.monotonic()
         assert app.get("/healthz")[0] == 200
