@@ -107,7 +107,7 @@ class LineageRecorder:
         """
         plan = TablePlan.of(run)
         started = run.started_at or self.clock()
-        self.emit(lambda: events.table_start_event(plan, self.names, started, parent))
+        self.emit(lambda: events.table_start_event(plan, started, parent))
         self.emit(lambda: events.table_end_event(run, self.names, parent, at=self._end(run)))
 
     def completed(self, run_id: str) -> bool:
@@ -191,7 +191,7 @@ class CommitRun:
             dataset: the dataset (CSV stem).
             raw_path: the CSV's path (default ``raw/<dataset>.csv``).
             contents_path: the contents file's path (default ``raw/contents.csv``).
-            schema: the branch's Hive schema, when known (symlinks in the START event).
+            schema: the branch's Hive schema, when known (the output's symlinks).
         """
         plan = TablePlan(
             repository=self.plan.repository,
@@ -249,9 +249,7 @@ class TableRunContext:
         recorder = self.commit.recorder
         self.commit._ensure_started()
         at = recorder.clock()
-        recorder.emit(
-            lambda: events.table_start_event(self.plan, recorder.names, at, self.commit.plan)
-        )
+        recorder.emit(lambda: events.table_start_event(self.plan, at, self.commit.plan))
         return self
 
     def finish(self, run: TableRun) -> None:

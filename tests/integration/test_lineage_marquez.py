@@ -170,8 +170,8 @@ def job_node(job: str) -> str:
 
 def wait_for_graph(marquez: str, node: str, wanted: set[str]) -> dict[str, Any]:
     """Poll Marquez's lineage graph around ``node`` until it holds every ``wanted`` node id,
-    and ``node``'s dataset has its fields: the run's START already names the table, its schema
-    comes with the COMPLETE (make test 00:41: the graph was there, the table's fields not)."""
+    and ``node``'s dataset has its fields: the table and its schema come with the COMPLETE
+    (make test 00:41: the graph was there, the table's fields not)."""
     deadline = time.monotonic() + DELIVERY_WAIT
     ids: set[str] = set()
     while time.monotonic() < deadline:
@@ -219,6 +219,13 @@ def test_a_commit_shows_the_seeds_graph_in_marquez(
     table = nodes[table_node(repo, "dm")]["data"]
     assert [f["name"] for f in table["fields"]][:3] == ["patient_sk", "site_sk", "studyid"]
     dataset = get(marquez, f"/api/v1/namespaces/{q(f's3://{repo}')}/datasets/{q('main/tables/dm')}")
+    # no version without fields, which Marquez could make current (a START naming the table
+    # made one, and now and then the graph showed dm with no schema: make test, 2026-12-02)
+    versions = get(
+        marquez, f"/api/v1/namespaces/{q(f's3://{repo}')}/datasets/{q('main/tables/dm')}/versions"
+    )["versions"]
+    assert versions
+    assert all(v["fields"] for v in versions), [(v["version"], v["fields"]) for v in versions]
     metrics = dataset["facets"]["dataQualityMetrics"]
     assert metrics["rowCount"] == 3
     assert metrics["columnMetrics"]["age"]["invalidCount"] == 1  # "abc"
