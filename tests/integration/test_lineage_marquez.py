@@ -313,12 +313,17 @@ def marquez_events(marquez: str, repo: str, since: datetime) -> Counter[tuple[st
     )
 
 
-def journal_events(state_dir: Path) -> Counter[tuple[str, str]]:
-    """(run id, event type) of the events a server journaled (contract §10)."""
+def journal_events(state_dir: Path, repo: str | None = None) -> Counter[tuple[str, str]]:
+    """(run id, event type) of the events a server journaled (contract §10), of ``repo``'s
+    jobs only when given: a test server's reconciler also sweeps the repositories other tests
+    make meanwhile, and journals what it records for them (make test, 2026-12-02: 8 events
+    where the test's own commit made 5)."""
     path = state_dir / "lineage" / "events.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return Counter(
-        (e["run"]["runId"], e["eventType"]) for e in map(json.loads, filter(None, lines))
+        (e["run"]["runId"], e["eventType"])
+        for e in map(json.loads, filter(None, lines))
+        if repo is None or e["job"]["name"] == repo or e["job"]["name"].startswith(f"{repo}.")
     )
 
 
@@ -357,18 +362,20 @@ def test_events_made_while_marquez_is_down_arrive_once_it_is_back(
             commit_run = naming.commit_run_id(repo, commit)
             # the whole commit is journaled (ingestion, parent, table: 5 events), none delivered
             deadline = time.monotonic() + DELIVERY_WAIT
-            while (commit_run, "COMPLETE") not in journal_events(server.state_dir):
+            while (commit_run, "COMPLETE") not in journal_events(server.state_dir, repo):
                 assert time.monotonic() < deadline, "the commit run never ended in the journal"
                 time.sleep(0.2)
-            journaled = journal_events(server.state_dir)
+            journaled = journal_events(server.state_dir, repo)
             assert sum(journaled.values()) == 5, journaled
             # the outage lasts 60 s (more when processing took longer), while which the
             # deliverer keeps failing passes, with backoff, and nothing leaves the journal
+            # (the journal may hold other tests' repositories' events too: at least ours)
             while (
                 time.monotonic() - down_since < OUTAGE
                 or metric(server, "lakehook_lineage_delivery_errors_total") == 0
             ):
-                assert metric(server, "lakehook_lineage_events_pending") == 5
+                assert metric(server, "lakehook_lineage_events_pending") >= 5
+                assert not marquez_events(marquez, repo, since)  # none of ours arrived
                 assert time.monotonic() - down_since < OUTAGE + DELIVERY_WAIT, "no failed pass"
                 time.sleep(1.0)
         finally:
@@ -386,7 +393,7 @@ def test_events_made_while_marquez_is_down_arrive_once_it_is_back(
             time.sleep(0.5)
         assert set(seen) == set(journaled), "every journaled event reached Marquez"
         assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1]  # none twice
-        assert metric(server, "lakehook_lineage_events_delivered_total") == 5
+        assert metric(server, "lakehook_lineage_events_delivered_total") >= 5
         (run,) = get(marquez, f"/api/v1/namespaces/lakehook/jobs/{q(f'{repo}.dm')}/runs")["runs"]
         assert run["state"] == "COMPLETED"
         assert relay.connections > 0  # the events went through the relay
