@@ -118,7 +118,15 @@ class Webhooks:
             self.ctx.metrics.events.labels("unknown", outcome).inc()
             return _reply(status, {"error": message})
         try:
-            payload = json.loads(request.body.read() or b"null")
+            body = request.body.read()
+        except OSError as err:  # cheroot: a chunked body past the limit, or a client gone
+            self.ctx.metrics.events.labels("unknown", "invalid").inc()
+            if "Too Large" in str(err):
+                limit = self.ctx.settings.max_body_bytes
+                return _reply(413, {"error": f"the body is larger than {limit} bytes"})
+            return _reply(400, {"error": f"the body could not be read: {err}"})
+        try:
+            payload = json.loads(body or b"null")
             event = ev.parse_event(payload)
         except (ValueError, UnicodeDecodeError) as err:
             self.ctx.metrics.events.labels("unknown", "invalid").inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -477,6 +478,29 @@ def test_slow_clients_neither_starve_the_intake_nor_stay(app: App) -> None:
     finally:
         for client in slow:
             client.close()
+
+
+def test_a_chunked_body_past_the_limit_is_413_not_500(app: App) -> None:
+    """A body sent in chunks has no Content-Length for CherryPy to refuse up front: cheroot
+    stops reading at the limit with a bare OSError, which the handler let through as a 500
+    (found 2026-12-02 with a 200 MB chunked webhook)."""
+    port = int(app.ctx.settings.listen.rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            b"POST /webhooks/lakefs HTTP/1.1\r\nHost: x\r\nX-Lakehook-Token: t0ken\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"[" * 1024
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            for _ in range(8):  # 8 KiB against the fixture's 4 KiB limit
+                client.sendall(b"400\r\n" + chunk + b"\r\n")
+        answer = b""
+        while part := client.recv(4096):  # the answer closes the connection
+            answer += part
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"413", answer
+    assert b"larger than 4096 bytes" in rest
+    assert app.get("/healthz")[0] == 200
 
 
 def test_every_api_route_needs_the_token_but_health_does_not(app: App) -> None:
