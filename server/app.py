@@ -213,6 +213,12 @@ class Api:
     @cherrypy.tools.json_out()
     def repos(self, repo: str, *rest: str, **params: str) -> Any:
         store = self.ctx.store
+        try:  # names lakeFS would refuse never reach it (its 400 was a 500 here)
+            ev.check_name("repository_id", repo)
+            if params.get("branch"):
+                ev.check_name("branch_id", params["branch"])
+        except InvalidEvent as err:
+            return _reply(400, {"error": str(err).replace("field ", "", 1)})
         if rest == ("status",):
             return [s.to_dict() for s in store.list_statuses(repo)]
         if len(rest) == 3 and rest[0] in ("branches", "tags") and rest[2] == "status":
@@ -230,6 +236,8 @@ class Api:
                 return _reply(404, {"error": str(err)})
             except TransientError as err:
                 return _reply(503, {"error": str(err)})
+            except LakehookError as err:  # lakeFS refused the request: the caller's to fix
+                return _reply(400, {"error": str(err)})
             return _reply(202, {"jobs": jobs})
         if rest == ("jobs",):
             return [j.to_dict() for j in self.ctx.queue.recent(repo)]
@@ -238,12 +246,11 @@ class Api:
     @cherrypy.expose
     @cherrypy.tools.json_out()
     def jobs(self, job_id: str) -> Any:
-        try:
-            job = self.ctx.queue.get(int(job_id))
-        except ValueError:
-            job = None
+        # job ids are SQLite integers: a longer number overflowed its 64 bits (a 500)
+        valid = job_id.isascii() and job_id.isdigit() and len(job_id) <= 18
+        job = self.ctx.queue.get(int(job_id)) if valid else None
         if job is None:
-            return _reply(404, {"error": f"no job {job_id}"})
+            return _reply(404, {"error": f"no job {job_id[:80]}"})
         return job.to_dict()
 
 

@@ -86,6 +86,12 @@ def _text(payload: Mapping[str, Any], name: str, required: bool = False) -> str:
     return value
 
 
+def check_name(field: str, value: str) -> str:
+    """``value`` if lakeFS would accept it as ``field`` (``repository_id``, ``branch_id`` or
+    ``tag_id``); ``InvalidEvent`` saying why otherwise. For names that come in a URL path."""
+    return _text({field: value}, field, required=True)
+
+
 def parse_event(payload: Any) -> Event:
     """Validate a decoded webhook body.
 

@@ -18,7 +18,7 @@ from typing import Any
 import cherrypy
 import pytest
 
-from lakehook.errors import InvalidEvent, ServiceUnavailable
+from lakehook.errors import InvalidEvent, ServiceUnavailable, TerminalError
 from lakehook.settings import Settings
 from pipeline.model import GateDecision, RefStatus
 from pipeline.provenance import Provenance
@@ -501,6 +501,43 @@ def test_a_chunked_body_past_the_limit_is_413_not_500(app: App) -> None:
     assert status_line.split()[1] == b"413", answer
     assert b"larger than 4096 bytes" in rest
     assert app.get("/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "says"),
+    [
+        ("GET", "/api/v1/jobs/999999999999999999999999999", 404, "no job"),
+        ("GET", "/api/v1/jobs/%C2%B2", 404, "no job"),  # a digit to str.isdigit, not to int
+        ("POST", "/api/v1/repos/Study/reconcile", 400, "'repository_id' is not a lakeFS repo"),
+        ("POST", "/api/v1/repos/study/reconcile?branch=a/b", 400, "a lakeFS branch name"),
+        ("GET", "/api/v1/repos/%2e%2e/branches/main/status", 400, "repository id"),
+    ],
+)
+def test_api_paths_lakefs_would_refuse_are_4xx_never_500(
+    app: App, method: str, path: str, status: int, says: str
+) -> None:
+    """Found by probing the API on 2026-12-02: a job id past 64 bits overflowed SQLite, and a
+    reconcile of a repository id lakeFS refuses (its 400) came back as a 500."""
+    answer, body = app.get(path, method=method)
+    assert answer == status, body
+    assert says in body["error"]
+
+
+def test_a_reconcile_lakefs_refuses_is_400_with_its_reason(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lakeFS refuses a repository id shorter than 3 characters (400, "invalid value"), which
+    lakehook's adapter raises as a terminal error: it came back as a 500."""
+
+    def refused(repo: str, branch: str | None = None) -> list[int]:
+        raise TerminalError(f"list branches of {repo}: lakeFS answered 400: invalid value")
+
+    monkeypatch.setattr(app.ctx.reconciler, "sweep", refused)
+    answer, body = app.get("/api/v1/repos/ab/reconcile", method="POST")
+    assert (answer, body["error"]) == (
+        400,
+        "list branches of ab: lakeFS answered 400: invalid value",
+    )
 
 
 def test_every_api_route_needs_the_token_but_health_does_not(app: App) -> None:
