@@ -6,10 +6,12 @@ import contextlib
 import json
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from pipeline.model import GateDecision, RefStatus
 from pipeline.provenance import Provenance
 from server import events as ev
 from server.actions import ActionFile, install, render, templates, validate
-from server.app import Context, mount, quiet_access_log
+from server.app import Context, Readiness, mount, quiet_access_log
 from server.jobs import DONE, FAILED, PENDING, RUNNING, JobQueue
 from server.metrics import Metrics
 from server.store import Database, SqliteStatusStore
@@ -701,3 +703,59 @@ def test_status_health_and_metrics(app: App) -> None:
     )
     assert 'lakehook_jobs{state="done"}' in metrics
     assert app.get("/no/such/path")[0] == 404
+
+
+# ---- readiness --------------------------------------------------------------------------------
+
+
+def test_readiness_probes_once_however_many_ask_and_never_queues_callers() -> None:
+    """/readyz is open: each call probed lakeFS, Trino and the metastore itself (149 calls a
+    second from one script made 447 requests a second to the stack), and with a service
+    blackholed each call held an HTTP thread for up to three 3 s timeouts in a row."""
+    calls: Counter[str] = Counter()
+    slow = threading.Event()
+
+    def probe(name: str, ok: bool = True, wait: bool = False) -> Callable[[], bool]:
+        def run() -> bool:
+            calls[name] += 1
+            if wait:
+                slow.wait(10)
+            if name == "broken":
+                raise OSError("refused")
+            return ok
+
+        return run
+
+    readiness = Readiness(
+        {"lakefs": probe("lakefs"), "trino": probe("trino", ok=False), "broken": probe("broken")},
+        max_age=60,
+    )
+    answers: list[dict[str, bool]] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(readiness.checks())) for _ in range(40)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [{"lakefs": True, "trino": False, "broken": False}] * 40
+    assert calls == Counter({"lakefs": 1, "trino": 1, "broken": 1})  # once for all 40
+
+    # a probe under way (a service that does not answer): callers get the last answer at once
+    hanging = Readiness({"metastore": probe("metastore", wait=True)}, max_age=0)
+    first = threading.Thread(target=hanging.checks)
+    slow.set()
+    first.start()
+    first.join()  # a first answer exists
+    slow.clear()
+    second = threading.Thread(target=hanging.checks)
+    second.start()  # probes again (max_age 0) and hangs in it
+    deadline = time.monotonic() + 10
+    while calls["metastore"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert hanging.checks() == {"metastore": True}  # the last answer, not a wait
+    assert time.monotonic() - started < 1
+    slow.set()
+    second.join()
