@@ -544,6 +544,9 @@ def serve(settings: Settings) -> None:
     # a thread waiting for the interpreter (a webhook's handler) gets it after 1 ms instead of
     # CPython's 5 (docs/benchmarks.md, bench_isolation)
     sys.setswitchinterval(0.001)
+    from server.httpserver import raise_open_files_limit
+
+    raise_open_files_limit()  # a descriptor per connection (docs/security.md, slow clients)
     ctx = build_context(settings, intake_only=True)
     assert ctx.state is not None
     if settings.gate_processes:
