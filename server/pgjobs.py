@@ -36,9 +36,11 @@ from server.jobs import (
     DONE,
     FAILED,
     PENDING,
+    PRUNE,
     QUARANTINED,
     RUNNING,
     STATES,
+    SUPERSEDED,
     Job,
     _alive,
     _job,
@@ -241,6 +243,13 @@ class PgJobQueue:
     def get(self, job_id: int) -> Job | None:
         row = self.db.connection().execute("SELECT * FROM job WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
+
+    def prune(self, before: float) -> int:
+        """``JobQueue.prune``: the jobs that ended before ``before`` and their fault records."""
+        params = (DONE, FAILED, SUPERSEDED, before)
+        with self.db.transaction() as db:
+            db.execute(PRUNE[0], params)
+            return int(db.execute(PRUNE[1], params).rowcount)
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connection().execute(

@@ -479,9 +479,11 @@ class Reconciler:
         discovery_interval: float = 600.0,
         working_branch_grace: float = 900.0,
         server_url: str | None = None,
+        job_retention: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.lakefs, self.queue, self.store, self.metrics = lakefs, queue, store, metrics
+        self.job_retention = job_retention  # seconds an ended job is kept; 0: for ever
         self.wake = wake
         self.processor = processor  # None: heads only, the metastore is not checked
         self.max_refs = max_refs
@@ -570,6 +572,7 @@ class Reconciler:
                         self.metrics.sweeps.labels("skipped").inc()
                         return jobs
                     jobs = self._sweep_all()
+                    self._prune()
         except Exception as err:
             self.metrics.sweeps.labels("error").inc()
             self.metrics.reconcile_errors.inc()
@@ -587,6 +590,21 @@ class Reconciler:
         if jobs and self.wake is not None:
             self.wake()
         return jobs
+
+    def _prune(self) -> None:
+        """Forget the jobs that ended more than ``job_retention`` seconds ago (timer sweeps:
+        one replica at a time). A failure is logged; the sweep's work stands."""
+        if self.job_retention <= 0:
+            return
+        try:
+            pruned = self.queue.prune(self.clock() - self.job_retention)
+        except Exception as err:  # a busy database now is no reason to fail the sweep
+            log.warning("could not forget old jobs: %s", err)
+            return
+        if pruned:
+            log.info(
+                "forgot %d job(s) that ended over %g days ago", pruned, self.job_retention / 86400
+            )
 
     def _sweep_all(self) -> list[int]:
         """The repositories lakehook knows first (their jobs are queued and the workers woken

@@ -233,6 +233,7 @@ def _reconcile(settings: Settings, stop: threading.Event, ready: Ready | None) -
         discovery_interval=settings.discovery_interval,
         working_branch_grace=settings.working_branch_grace,
         server_url=settings.server_url,
+        job_retention=settings.job_retention_days * 86400,
     )
     log.info("reconciler process %d ready", os.getpid())
     if ready is not None:

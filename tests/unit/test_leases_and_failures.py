@@ -20,6 +20,7 @@ from lakehook.errors import (
     InputError,
     KeyCollision,
     LeaseLost,
+    NotFound,
     ServiceMisconfigured,
     ServiceUnavailable,
     TerminalError,
@@ -698,3 +699,35 @@ def test_s3_gateway_refusals_are_misconfiguration_not_outages(
     assert type(mapped) is expected
     assert classify(mapped).kind == SERVICE
     assert classify(mapped).retry_in_place == (expected is ServiceUnavailable)
+
+
+def test_timer_sweeps_forget_jobs_that_ended_before_the_retention(db: Database) -> None:
+    """The reconciler's timer sweeps prune the job table (one replica at a time, under the
+    sweep lock); an explicit reconcile of one repository does not."""
+    queue, store = JobQueue(db), SqliteStatusStore(db)
+    lakefs = FakeLakeFS()
+    now = [1_000_000.0]
+    reconciler = Reconciler(
+        lakefs, queue, store, Metrics(), job_retention=7 * 86400, clock=lambda: now[0]
+    )
+    job_id, _ = queue.enqueue("s", "branch", "main", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.complete(job_id, "w", job.generation)
+    db.connection().execute("UPDATE job SET finished_at=? WHERE id=?", (now[0] - 86400, job_id))
+    reconciler.sweep()
+    assert queue.get(job_id) is not None  # a day old: kept
+    now[0] += 7 * 86400
+    with pytest.raises(NotFound):
+        reconciler.sweep("nowhere")
+    assert queue.get(job_id) is not None  # an explicit sweep does not prune
+    reconciler.sweep()
+    assert queue.get(job_id) is None  # eight days old: forgotten
+    # 0 keeps them for ever
+    kept, _ = queue.enqueue("s", "branch", "dev", "sync_branch")
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.complete(kept, "w", job.generation)
+    db.connection().execute("UPDATE job SET finished_at=0 WHERE id=?", (kept,))
+    Reconciler(lakefs, queue, store, Metrics(), job_retention=0).sweep()
+    assert queue.get(kept) is not None
