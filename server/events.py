@@ -39,7 +39,7 @@ TAG_EVENTS = (POST_CREATE_TAG, POST_DELETE_TAG)
 # what lakeFS itself accepts as names (its ValidateRepositoryID / ValidateBranchID); a tag is one
 # path element; any other text field is bounded and free of control characters
 _NAMES = {
-    "repository_id": (re.compile(r"[a-z0-9][a-z0-9-]{0,62}"), "a lakeFS repository id"),
+    "repository_id": (re.compile(r"[a-z0-9][a-z0-9-]{2,62}"), "a lakeFS repository id"),
     "branch_id": (re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_]{0,255}"), "a lakeFS branch name"),
     "tag_id": (re.compile(r"[^/\s\x00-\x1f\x7f]{1,256}"), "a lakeFS tag name"),
 }

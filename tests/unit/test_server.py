@@ -42,14 +42,14 @@ def test_parse_post_commit_and_tags() -> None:
     event = ev.parse_event(
         {
             "event_type": "post-commit",
-            "repository_id": "s",
+            "repository_id": "sss",
             "branch_id": "main",
             "commit_id": "c1",
             "commit_metadata": {"a": "b"},
         }
     )
     assert (event.ref, event.ref_type, event.commit_id) == ("main", "branch", "c1")
-    tag = ev.parse_event({"event_type": "post-create-tag", "repository_id": "s", "tag_id": "v1"})
+    tag = ev.parse_event({"event_type": "post-create-tag", "repository_id": "sss", "tag_id": "v1"})
     assert (tag.ref, tag.ref_type) == ("v1", "tag")
 
 
@@ -57,14 +57,17 @@ def test_parse_post_commit_and_tags() -> None:
     ("payload", "reason"),
     [
         ([], "JSON object"),
-        ({"event_type": "post-revert", "repository_id": "s"}, "not handled"),
+        ({"event_type": "post-revert", "repository_id": "sss"}, "not handled"),
         ({"event_type": "post-commit", "branch_id": "b"}, "repository_id"),
-        ({"event_type": "post-commit", "repository_id": "s"}, "branch_id"),
+        ({"event_type": "post-commit", "repository_id": "sss"}, "branch_id"),
         ({"event_type": "post-commit", "repository_id": 3, "branch_id": "b"}, "string"),
+        # lakeFS's rule: 3 to 63 characters (a 1-character id was let through until 2026-12-02)
+        ({"event_type": "post-commit", "repository_id": "s", "branch_id": "b"}, "repository id"),
+        ({"event_type": "post-commit", "repository_id": "a" * 64, "branch_id": "b"}, "repository"),
         (
             {
                 "event_type": "post-commit",
-                "repository_id": "s",
+                "repository_id": "sss",
                 "branch_id": "b",
                 "commit_metadata": {"a": 1},
             },
@@ -79,10 +82,10 @@ def test_bad_payloads_say_why(payload: Any, reason: str) -> None:
 
 def test_lakehooks_own_events_are_ignored_and_a_forged_marker_is_not() -> None:
     provenance = Provenance(b"k" * 32)
-    signed = provenance.commit_metadata("s", "main", "c" * 64, "p" * 64, {}, ["dm"])
-    own_branch = ev.Event("post-commit", "s", branch="_lakehook-main-abc")
-    own_commit = ev.Event("post-merge", "s", branch="main", metadata=signed)
-    user = ev.Event("post-commit", "s", branch="main")
+    signed = provenance.commit_metadata("sss", "main", "c" * 64, "p" * 64, {}, ["dm"])
+    own_branch = ev.Event("post-commit", "sss", branch="_lakehook-main-abc")
+    own_commit = ev.Event("post-merge", "sss", branch="main", metadata=signed)
+    user = ev.Event("post-commit", "sss", branch="main")
     assert ev.ignored_because(own_branch, provenance)
     assert ev.ignored_because(own_commit, provenance)
     assert ev.ignored_because(user, provenance) is None
@@ -90,10 +93,10 @@ def test_lakehooks_own_events_are_ignored_and_a_forged_marker_is_not() -> None:
     # another repository, is a person's commit
     for metadata in (
         {"lakehook.origin": "lakehook", "lakehook.source_commit": "c" * 64},
-        Provenance(b"other" * 8).commit_metadata("s", "main", "c" * 64, "p" * 64, {}),
+        Provenance(b"other" * 8).commit_metadata("sss", "main", "c" * 64, "p" * 64, {}),
         {**signed, "lakehook.source_commit": "d" * 64},
     ):
-        forged = ev.Event("post-commit", "s", branch="main", metadata=metadata)
+        forged = ev.Event("post-commit", "sss", branch="main", metadata=metadata)
         assert ev.ignored_because(forged, provenance) is None
     assert ev.ignored_because(replace(own_commit, repository="t"), provenance) is None
     # where lakehook has its own lakeFS user, the committer must be that user too
@@ -154,11 +157,11 @@ def test_shipped_templates_are_valid() -> None:
 
 def test_install_commits_once() -> None:
     lakefs = FakeLakeFS()
-    lakefs.create_repository("s", "local://s")
-    first = install(lakefs, "s", "main", "http://127.0.0.1:8090")
+    lakefs.create_repository("sss", "local://sss")
+    first = install(lakefs, "sss", "main", "http://127.0.0.1:8090")
     assert first is not None
-    assert install(lakefs, "s", "main", "http://127.0.0.1:8090") is None
-    assert len(lakefs.list_objects("s", "main", "_lakefs_actions/")) == 7
+    assert install(lakefs, "sss", "main", "http://127.0.0.1:8090") is None
+    assert len(lakefs.list_objects("sss", "main", "_lakefs_actions/")) == 7
 
 
 # ---- job queue --------------------------------------------------------------------------------
@@ -171,12 +174,12 @@ def db(tmp_path: Path) -> Database:
 
 def test_pending_jobs_for_one_ref_coalesce(db: Database) -> None:
     queue = JobQueue(db)
-    first, merged = queue.enqueue("s", "branch", "main", "sync_branch")
-    second, merged_again = queue.enqueue("s", "branch", "main", "sync_branch")
-    other, _ = queue.enqueue("s", "branch", "dev", "sync_branch")
+    first, merged = queue.enqueue("sss", "branch", "main", "sync_branch")
+    second, merged_again = queue.enqueue("sss", "branch", "main", "sync_branch")
+    other, _ = queue.enqueue("sss", "branch", "dev", "sync_branch")
     assert (merged, merged_again, second) == (False, True, first)
     assert other != first
-    created, _ = queue.enqueue("s", "branch", "main", "create_branch", {"source_ref": "x"})
+    created, _ = queue.enqueue("sss", "branch", "main", "create_branch", {"source_ref": "x"})
     assert created == first
     job = queue.get(first)
     assert job is not None
@@ -185,10 +188,10 @@ def test_pending_jobs_for_one_ref_coalesce(db: Database) -> None:
 
 def test_one_running_job_per_ref_and_a_successor(db: Database) -> None:
     queue = JobQueue(db)
-    queue.enqueue("s", "branch", "main", "sync_branch")
+    queue.enqueue("sss", "branch", "main", "sync_branch")
     job = queue.claim("w1")
     assert job is not None
-    successor, merged = queue.enqueue("s", "branch", "main", "sync_branch")
+    successor, merged = queue.enqueue("sss", "branch", "main", "sync_branch")
     assert not merged
     assert queue.claim("w2") is None  # main is being worked on
     assert queue.complete(job.id, "w1")
@@ -199,7 +202,7 @@ def test_one_running_job_per_ref_and_a_successor(db: Database) -> None:
 
 def test_expired_lease_is_claimed_again_and_completes_once(db: Database) -> None:
     queue = JobQueue(db, lease_seconds=0.01)
-    queue.enqueue("s", "branch", "main", "sync_branch")
+    queue.enqueue("sss", "branch", "main", "sync_branch")
     job = queue.claim("dead-worker")
     assert job is not None
     time.sleep(0.05)  # let the lease run out (the worker "died")
@@ -215,7 +218,7 @@ def test_expired_lease_is_claimed_again_and_completes_once(db: Database) -> None
 
 def test_recover_frees_jobs_of_dead_processes(db: Database) -> None:
     queue = JobQueue(db, lease_seconds=3600)
-    queue.enqueue("s", "branch", "main", "sync_branch")
+    queue.enqueue("sss", "branch", "main", "sync_branch")
     job = queue.claim("999999999:worker-0")  # a pid that does not exist
     assert job is not None
     assert queue.counts()[RUNNING] == 1
@@ -225,14 +228,14 @@ def test_recover_frees_jobs_of_dead_processes(db: Database) -> None:
 
 def test_status_store_round_trip_and_schema_names(db: Database) -> None:
     store = SqliteStatusStore(db)
-    status = RefStatus("s", "main", "branch", "s_main", "h", "c", "synced", updated_at=1.0)
+    status = RefStatus("sss", "main", "branch", "s_main", "h", "c", "synced", updated_at=1.0)
     store.put_status(status)
-    assert store.get_status("s", "main") == status
-    store.save_schema_name("s", "branch", "main", "s_main")
-    store.save_schema_name("s", "branch", "main", "other")  # the first name stays
-    assert store.schema_mapping() == {("s", "branch", "main"): "s_main"}
-    store.delete_status("s", "main")
-    assert store.list_statuses("s") == []
+    assert store.get_status("sss", "main") == status
+    store.save_schema_name("sss", "branch", "main", "s_main")
+    store.save_schema_name("sss", "branch", "main", "other")  # the first name stays
+    assert store.schema_mapping() == {("sss", "branch", "main"): "s_main"}
+    store.delete_status("sss", "main")
+    assert store.list_statuses("sss") == []
 
 
 # ---- reconciler -------------------------------------------------------------------------------
@@ -240,20 +243,20 @@ def test_status_store_round_trip_and_schema_names(db: Database) -> None:
 
 def test_reconciler_enqueues_what_differs(db: Database) -> None:
     lakefs = FakeLakeFS()
-    lakefs.create_repository("s", "local://s")
+    lakefs.create_repository("sss", "local://sss")
     lakefs.create_repository("plain", "local://plain")
-    install(lakefs, "s", "main", "http://x:1")
-    lakefs.create_branch("s", "dev", "main")
-    lakefs.create_tag("s", "v1", "main")
+    install(lakefs, "sss", "main", "http://x:1")
+    lakefs.create_branch("sss", "dev", "main")
+    lakefs.create_tag("sss", "v1", "main")
     store, queue = SqliteStatusStore(db), JobQueue(db)
-    head = lakefs.branch_head("s", "main")
-    store.put_status(RefStatus("s", "main", "branch", "s_main", head, head, "synced"))
-    store.put_status(RefStatus("s", "gone", "branch", "s_gone", "x", "x", "synced"))
+    head = lakefs.branch_head("sss", "main")
+    store.put_status(RefStatus("sss", "main", "branch", "s_main", head, head, "synced"))
+    store.put_status(RefStatus("sss", "gone", "branch", "s_gone", "x", "x", "synced"))
     reconciler = Reconciler(lakefs, queue, store, Metrics())
     jobs = reconciler.sweep()
     kinds = {(j.ref, j.kind) for j in (queue.get(i) for i in jobs) if j is not None}
     assert kinds == {("dev", "sync_branch"), ("v1", "sync_tag"), ("gone", "delete_branch")}
-    assert reconciler.repositories() == ["s"]
+    assert reconciler.repositories() == ["sss"]
 
 
 class LockedElsewhere(JobQueue):
@@ -266,38 +269,38 @@ class LockedElsewhere(JobQueue):
 
 def test_a_timer_sweep_skips_while_another_replicas_reconciler_sweeps(db: Database) -> None:
     lakefs = FakeLakeFS()
-    lakefs.create_repository("s", "local://s")
-    install(lakefs, "s", "main", "http://x:1")
-    lakefs.create_branch("s", "dev", "main")
+    lakefs.create_repository("sss", "local://sss")
+    install(lakefs, "sss", "main", "http://x:1")
+    lakefs.create_branch("sss", "dev", "main")
     queue, metrics = LockedElsewhere(db), Metrics()
     reconciler = Reconciler(lakefs, queue, SqliteStatusStore(db), metrics)
     assert reconciler.sweep() == []
     assert queue.counts()[PENDING] == 0
     assert 'lakehook_reconcile_sweeps_total{outcome="skipped"} 1.0' in metrics.render().decode()
     # an explicit reconcile (`lakehook reconcile`, the API) is not a timer sweep: it runs
-    assert len(reconciler.sweep("s")) == 2
+    assert len(reconciler.sweep("sss")) == 2
 
 
 def test_reconciler_resyncs_a_synced_ref_whose_metastore_differs(db: Database) -> None:
     lakefs = FakeLakeFS()
-    lakefs.create_repository("s", "local://s")
-    install(lakefs, "s", "main", "http://x:1")
-    lakefs.create_branch("s", "dev", "main")
+    lakefs.create_repository("sss", "local://sss")
+    install(lakefs, "sss", "main", "http://x:1")
+    lakefs.create_branch("sss", "dev", "main")
     store, queue, metrics = SqliteStatusStore(db), JobQueue(db), Metrics()
     for branch in ("main", "dev"):
-        head = lakefs.branch_head("s", branch)
-        store.put_status(RefStatus("s", branch, "branch", f"s_{branch}", head, head, "synced"))
+        head = lakefs.branch_head("sss", branch)
+        store.put_status(RefStatus("sss", branch, "branch", f"s_{branch}", head, head, "synced"))
     processor = FakeProcessor()
     reconciler = Reconciler(lakefs, queue, store, metrics, processor=processor)
     assert reconciler.sweep() == []  # heads unchanged, metastore as the manifests say
 
-    processor.metastore_differs[("s", "dev")] = ["dm: table missing"]
+    processor.metastore_differs[("sss", "dev")] = ["dm: table missing"]
     jobs = reconciler.sweep()
     assert [(j.ref, j.kind, j.event) for j in map(queue.get, jobs) if j] == [
         ("dev", "sync_branch", "reconcile")
     ]
     assert metrics.metastore_repairs._value.get() == 1
-    assert ("metastore_problems", "s", "main") in processor.calls
+    assert ("metastore_problems", "sss", "main") in processor.calls
 
 
 # ---- the HTTP app -----------------------------------------------------------------------------
@@ -389,7 +392,12 @@ def _wait_done(app: App, job_id: int) -> str:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-COMMIT = {"event_type": "post-commit", "repository_id": "s", "branch_id": "main", "commit_id": "c"}
+COMMIT = {
+    "event_type": "post-commit",
+    "repository_id": "sss",
+    "branch_id": "main",
+    "commit_id": "c",
+}
 
 
 def test_token_size_and_payload_are_checked(app: App) -> None:
@@ -398,7 +406,7 @@ def test_token_size_and_payload_are_checked(app: App) -> None:
     status, body = app.post(None, raw=b"{not json")
     assert status == 400
     assert "JSON" in body["error"]
-    status, body = app.post({"event_type": "post-commit", "repository_id": "s"})
+    status, body = app.post({"event_type": "post-commit", "repository_id": "sss"})
     assert status == 400
     assert "branch_id" in body["error"]
     assert app.post(None, raw=b"x" * 10000)[0] == 413
@@ -511,6 +519,7 @@ def test_a_chunked_body_past_the_limit_is_413_not_500(app: App) -> None:
         ("GET", "/api/v1/jobs/999999999999999999999999999", 404, "no job"),
         ("GET", "/api/v1/jobs/%C2%B2", 404, "no job"),  # a digit to str.isdigit, not to int
         ("POST", "/api/v1/repos/Study/reconcile", 400, "'repository_id' is not a lakeFS repo"),
+        ("POST", "/api/v1/repos/ab/reconcile", 400, "'repository_id' is not a lakeFS repo"),
         ("POST", "/api/v1/repos/study/reconcile?branch=a/b", 400, "a lakeFS branch name"),
         ("GET", "/api/v1/repos/%2e%2e/branches/main/status", 400, "repository id"),
     ],
@@ -528,28 +537,29 @@ def test_api_paths_lakefs_would_refuse_are_4xx_never_500(
 def test_a_reconcile_lakefs_refuses_is_400_with_its_reason(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """lakeFS refuses a repository id shorter than 3 characters (400, "invalid value"), which
-    lakehook's adapter raises as a terminal error: it came back as a 500."""
+    """lakeFS refused the reconcile's listing (here: its 400 "invalid value", which it gave
+    for a repository id shorter than 3 characters that lakehook let through), which the
+    adapter raises as a terminal error: it came back as a 500."""
 
     def refused(repo: str, branch: str | None = None) -> list[int]:
         raise TerminalError(f"list branches of {repo}: lakeFS answered 400: invalid value")
 
     monkeypatch.setattr(app.ctx.reconciler, "sweep", refused)
-    answer, body = app.get("/api/v1/repos/ab/reconcile", method="POST")
+    answer, body = app.get("/api/v1/repos/abc/reconcile", method="POST")
     assert (answer, body["error"]) == (
         400,
-        "list branches of ab: lakeFS answered 400: invalid value",
+        "list branches of abc: lakeFS answered 400: invalid value",
     )
 
 
 def test_every_api_route_needs_the_token_but_health_does_not(app: App) -> None:
-    app.ctx.store.put_status(RefStatus("s", "v9", "branch", "s_v9", "h", "c", "synced"))
+    app.ctx.store.put_status(RefStatus("sss", "v9", "branch", "s_v9", "h", "c", "synced"))
     for path, method in [
-        ("/api/v1/repos/s/status", "GET"),
-        ("/api/v1/repos/s/branches/v9/status", "GET"),
-        ("/api/v1/repos/s/jobs", "GET"),
+        ("/api/v1/repos/sss/status", "GET"),
+        ("/api/v1/repos/sss/branches/v9/status", "GET"),
+        ("/api/v1/repos/sss/jobs", "GET"),
         ("/api/v1/jobs/1", "GET"),
-        ("/api/v1/repos/s/reconcile", "POST"),
+        ("/api/v1/repos/sss/reconcile", "POST"),
         ("/api/v1/no/such/route", "GET"),
     ]:
         for headers in (
@@ -563,9 +573,9 @@ def test_every_api_route_needs_the_token_but_health_does_not(app: App) -> None:
             )
             assert code == 401, (path, headers, code, body)
             assert "t0ken" not in json.dumps(body)
-    assert app.get("/api/v1/repos/s/branches/v9/status")[0] == 200
+    assert app.get("/api/v1/repos/sss/branches/v9/status")[0] == 200
     bearer = {"Authorization": "Bearer t0ken"}
-    assert app.get("/api/v1/repos/s/branches/v9/status", headers=bearer)[0] == 200
+    assert app.get("/api/v1/repos/sss/branches/v9/status", headers=bearer)[0] == 200
     for path in ("/healthz", "/metrics"):
         assert app.get(path, headers={})[0] == 200
 
@@ -574,7 +584,7 @@ def test_cross_site_form_posts_are_refused(app: App) -> None:
     # what a page on another site can send without a CORS preflight: a form-encoded body,
     # even carrying the token, never reaches the handler
     form = {"X-Lakehook-Token": "t0ken", "Content-Type": "application/x-www-form-urlencoded"}
-    code, body = app.get("/api/v1/repos/s/reconcile", "POST", headers=form)
+    code, body = app.get("/api/v1/repos/sss/reconcile", "POST", headers=form)
     assert code == 415
     assert "application/json" in body["error"]
     for content_type in ("text/plain", "multipart/form-data; boundary=x", ""):
@@ -584,14 +594,14 @@ def test_cross_site_form_posts_are_refused(app: App) -> None:
         )
         assert App._open(request)[0] == 415
     # the same request as JSON gets through to the handler (which knows no repository s)
-    assert app.get("/api/v1/repos/s/reconcile", "POST")[0] in (202, 404)
+    assert app.get("/api/v1/repos/sss/reconcile", "POST")[0] in (202, 404)
 
 
 def test_post_event_is_a_durable_job_run_once(app: App) -> None:
     status, body = app.post(COMMIT)
     assert status == 202
     assert _wait_done(app, body["job_id"]) == DONE
-    assert ("sync_branch", "s", "main") in app.processor.calls
+    assert ("sync_branch", "sss", "main") in app.processor.calls
     code, job = app.get(f"/api/v1/jobs/{body['job_id']}")
     assert code == 200
     assert job["state"] == "done"
@@ -616,9 +626,9 @@ def test_request_times_are_in_the_metrics_by_bounded_route(app: App) -> None:
 
     before = {r: count(r) for r in ("webhook", "gate", "api", "health", "other")}
     assert app.post({**COMMIT, "branch_id": "counted"})[0] == 202
-    assert app.post({"event_type": "pre-merge", "repository_id": "s", "branch_id": "main"})[0]
+    assert app.post({"event_type": "pre-merge", "repository_id": "sss", "branch_id": "main"})[0]
     assert app.get("/healthz")[0] == 200
-    assert app.get("/api/v1/repos/s/jobs")[0] == 200
+    assert app.get("/api/v1/repos/sss/jobs")[0] == 200
     assert app.get("/no/such/path/" + "x" * 50)[0] == 404
     after = {r: count(r) for r in before}
     assert {r: after[r] - before[r] for r in before} == {
@@ -640,7 +650,7 @@ def test_own_events_are_acknowledged_and_ignored(app: App) -> None:
 def test_pre_merge_is_the_gate(app: App) -> None:
     pre_merge = {
         "event_type": "pre-merge",
-        "repository_id": "s",
+        "repository_id": "sss",
         "branch_id": "main",
         "source_ref": "c9",
         "merge_source": "v3",
@@ -649,7 +659,7 @@ def test_pre_merge_is_the_gate(app: App) -> None:
     status, body = app.post(pre_merge)
     assert status == 412
     assert "age" in body["reasons"][0]
-    assert ("gate", "s", "v3", "main", "c9") in app.processor.calls
+    assert ("gate", "sss", "v3", "main", "c9") in app.processor.calls
     app.processor.decision = GateDecision(True)
     assert app.post(pre_merge)[0] == 200
 
@@ -663,7 +673,7 @@ def test_a_gate_that_cannot_decide_in_its_budget_refuses_at_once_with_503(app: A
         status, body = app.post(
             {
                 "event_type": "pre-merge",
-                "repository_id": "s",
+                "repository_id": "sss",
                 "branch_id": "main",
                 "source_ref": "v",
             }
@@ -685,15 +695,15 @@ def test_transient_failures_are_retried_then_succeed(app: App) -> None:
     status, body = app.post({**COMMIT, "branch_id": "flaky"})
     assert status == 202
     assert _wait_done(app, body["job_id"]) == DONE
-    assert app.processor.calls.count(("sync_branch", "s", "flaky")) == 3
+    assert app.processor.calls.count(("sync_branch", "sss", "flaky")) == 3
 
 
 def test_status_health_and_metrics(app: App) -> None:
-    app.ctx.store.put_status(RefStatus("s", "v2", "branch", "s_v2", "h", "c", "synced"))
-    code, status = app.get("/api/v1/repos/s/branches/v2/status")
+    app.ctx.store.put_status(RefStatus("sss", "v2", "branch", "s_v2", "h", "c", "synced"))
+    code, status = app.get("/api/v1/repos/sss/branches/v2/status")
     assert code == 200
     assert status["schema"] == "s_v2"
-    assert app.get("/api/v1/repos/s/branches/nope/status")[0] == 404
+    assert app.get("/api/v1/repos/sss/branches/nope/status")[0] == 404
     assert app.get("/healthz")[0] == 200
     assert app.post({"event_type": "post-commit"}, token="wrong")[0] == 401  # counted below
     code, metrics = app.get("/metrics")
