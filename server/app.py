@@ -1,12 +1,10 @@
 """The CherryPy application (contract §2, §8, §9): the intake process of ``lakehook serve``.
 
-``POST /webhooks/lakefs`` checks the token in constant time (401), the content type (415), the
-size (413) and the payload (400, with the reason); a post-event becomes a durable job and is
-answered ``202`` with its id; ``pre-merge`` is answered by the gate from recorded state and
-manifests (200 or 412 with the reason) within ``gate_timeout_seconds``, or refused at once with
-503 "cannot decide now, retry the merge". Status, reconcile, job, health, readiness and metrics
-endpoints complete the API; every ``/api/v1`` route needs the token too (``server.auth``),
-health, readiness and metrics stay open. Handlers never let an exception escape as a crash:
+``POST /webhooks/lakefs`` is ``server.webhook.WebhookApp``, a WSGI application grafted onto
+CherryPy's tree (a post-event becomes a durable job; ``pre-merge`` is answered by the gate).
+Status, reconcile, job, health, readiness and metrics endpoints are CherryPy handlers here;
+every ``/api/v1`` route needs the token too (``server.auth``), health, readiness and metrics
+stay open. Handlers never let an exception escape as a crash:
 input problems are 4xx, outages 503.
 
 ``serve`` runs this intake in its own process and the jobs in worker processes it supervises
@@ -25,9 +23,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import cherrypy
 
@@ -41,12 +38,12 @@ from server import events as ev
 from server.jobs import Queue
 from server.metrics import Metrics
 from server.state import State
-from server.worker import Reconciler, ReconcilerPlugin, WorkerPool, mark
+from server.webhook import WebhookApp
+from server.worker import Reconciler, ReconcilerPlugin, WorkerPool
 
 log = logging.getLogger("lakehook.server")
 TOKEN_HEADER = auth.TOKEN_HEADER
 GATE_CONCURRENCY = 4  # gate decisions under way at once; more are refused with 503 at once
-T = TypeVar("T")
 
 
 @dataclass
@@ -73,136 +70,9 @@ class Context:
     )
 
 
-def within(budget: float, slots: threading.BoundedSemaphore, call: Callable[[], T]) -> T:
-    """``call()`` on a daemon thread, or ``FutureTimeout`` once ``budget`` seconds have passed
-    (at once when every slot is taken by calls still under way). The call's own exception is
-    raised here; a call past the budget finishes in the background and is forgotten."""
-    if not slots.acquire(blocking=False):
-        raise FutureTimeout
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(call())
-        except BaseException as err:  # handed to the waiting request thread
-            future.set_exception(err)
-        finally:
-            slots.release()
-
-    threading.Thread(target=run, name="lakehook-gate", daemon=True).start()
-    return future.result(timeout=budget)
-
-
 def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
     cherrypy.response.status = status
     return body
-
-
-class Webhooks:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.provenance = ctx.provenance or Provenance.from_settings(ctx.settings, ctx.store)
-
-    @cherrypy.expose
-    @cherrypy.tools.json_out()
-    def lakefs(self, **_form: str) -> dict[str, Any]:
-        # a form-encoded body arrives parsed into ``_form``; it is refused below (415)
-        request = cherrypy.request
-        if request.method != "POST":
-            cherrypy.response.headers["Allow"] = "POST"
-            return _reply(405, {"error": "use POST"})
-        refused = auth.problem(request.headers, request.method, self.ctx.settings.webhook_token)
-        if refused is not None:
-            status, message = refused
-            outcome = "unauthorized" if status == 401 else "invalid"
-            self.ctx.metrics.events.labels("unknown", outcome).inc()
-            return _reply(status, {"error": message})
-        try:
-            body = request.body.read()
-        except OSError as err:  # cheroot: a chunked body past the limit, or a client gone
-            self.ctx.metrics.events.labels("unknown", "invalid").inc()
-            if "Too Large" in str(err):
-                limit = self.ctx.settings.max_body_bytes
-                return _reply(413, {"error": f"the body is larger than {limit} bytes"})
-            return _reply(400, {"error": f"the body could not be read: {err}"})
-        try:
-            payload = json.loads(body or b"null")
-            event = ev.parse_event(payload)
-        except (ValueError, UnicodeDecodeError) as err:
-            self.ctx.metrics.events.labels("unknown", "invalid").inc()
-            return _reply(400, {"error": f"body is not JSON: {err}"})
-        except RecursionError:
-            self.ctx.metrics.events.labels("unknown", "invalid").inc()
-            return _reply(400, {"error": "body is not JSON lakeFS sends: nested too deeply"})
-        except InvalidEvent as err:
-            self.ctx.metrics.events.labels("unknown", "invalid").inc()
-            return _reply(400, {"error": str(err)})
-        extra = {
-            "repository": event.repository,
-            "ref": event.ref,
-            "event": event.event_type,
-            "commit": event.commit_id,
-        }
-        if event.event_type == ev.PRE_MERGE:
-            return self._gate(event, extra)
-        reason = ev.ignored_because(event, self.provenance)
-        if reason is not None:
-            self.ctx.metrics.events.labels(event.event_type, "ignored").inc()
-            log.info("event ignored: %s", reason, extra=extra)
-            return _reply(200, {"ignored": reason})
-        kind = ev.JOB_KINDS[event.event_type]
-        args = {"source_ref": event.source_ref} if kind == "create_branch" else {}
-        job_id, coalesced = self.ctx.queue.enqueue(
-            event.repository, event.ref_type, event.ref, kind, args, event=event.event_type
-        )
-        if not kind.startswith("delete"):
-            job = self.ctx.queue.get(job_id)
-            if job is not None:
-                mark(self.ctx.store, job, "pending", f"job {job_id} queued ({event.event_type})")
-        self.ctx.wake()
-        self.ctx.metrics.events.labels(event.event_type, "queued").inc()
-        log.info("event queued", extra={**extra, "job_id": job_id})
-        return _reply(202, {"job_id": job_id, "coalesced": coalesced})
-
-    def _gate(self, event: ev.Event, extra: dict[str, Any]) -> dict[str, Any]:
-        cherrypy.request.lakehook_route = "gate"
-        source = event.merge_source or event.source_ref
-        budget = self.ctx.settings.gate_timeout_seconds
-        decide = self.ctx.gate or self.ctx.processor.gate
-        try:
-            decision = within(
-                budget,
-                self.ctx.gate_slots,
-                lambda: decide(event.repository, source, event.branch, event.source_ref or None),
-            )
-        except FutureTimeout:
-            self.ctx.metrics.gate.labels("timeout").inc()
-            log.warning("gate could not decide within %.1f s", budget, extra=extra)
-            return _reply(
-                503,
-                {
-                    "allowed": False,
-                    "reasons": [
-                        f"lakehook cannot decide now (no answer within {budget:g} s); "
-                        "retry the merge"
-                    ],
-                },
-            )
-        except LakehookError as err:
-            self.ctx.metrics.gate.labels("error").inc()
-            log.warning("gate could not decide: %s", err, extra=extra)
-            return _reply(
-                503,
-                {
-                    "allowed": False,
-                    "reasons": [f"lakehook could not decide ({err}); retry the merge shortly"],
-                },
-            )
-        self.ctx.metrics.gate.labels(str(decision.allowed).lower()).inc()
-        self.ctx.metrics.events.labels(event.event_type, "answered").inc()
-        log.info("gate: %s", "allowed" if decision.allowed else "refused", extra=extra)
-        body = {"allowed": decision.allowed, "reasons": list(decision.reasons)}
-        return _reply(200 if decision.allowed else 412, body)
 
 
 class Api:
@@ -321,7 +191,6 @@ def _settle(future: Future[bool], probe: Callable[[], bool]) -> None:
 class Root:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.webhooks = Webhooks(ctx)
         self.started = time.time()
         s = ctx.settings
         self.readiness = Readiness(
@@ -427,7 +296,8 @@ def quiet_access_log(level: str) -> None:
     if logging.getLevelName(level.upper()) <= logging.INFO:
         return
     for app in cherrypy.tree.apps.values():
-        app.log.access = _no_access_line
+        if isinstance(app, cherrypy.Application):  # not the grafted webhooks (no access line)
+            app.log.access = _no_access_line
 
 
 def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
@@ -457,6 +327,8 @@ def mount(ctx: Context, *, with_workers: bool = True) -> WorkerPool | None:
     )
     root = Root(ctx)
     cherrypy.tree.mount(root, "/", {"/": {}})
+    # the webhooks skip CherryPy's request machinery (server/webhook.py)
+    cherrypy.tree.graft(WebhookApp(ctx), "/webhooks")
     cherrypy.tree.mount(Api(ctx), "/api/v1", {"/": auth.config(ctx.settings.webhook_token)})
     quiet_access_log(ctx.settings.log_level)
     ctx.metrics.watch_jobs(ctx.queue.counts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import threading
@@ -452,10 +453,76 @@ def test_the_access_line_is_not_even_formatted_above_info(
         assert formatted == []
     finally:
         for mounted in cherrypy.tree.apps.values():
-            vars(mounted.log).pop("access", None)
+            if isinstance(mounted, cherrypy.Application):
+                vars(mounted.log).pop("access", None)
     quiet_access_log("INFO")  # changes nothing
     assert app.get("/healthz")[0] == 200
     assert formatted == ["line"]
+
+
+def test_a_webhook_skips_cherrypys_request_machinery(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook is a WSGI application grafted onto CherryPy's tree (``server.webhook``):
+    CherryPy's per-request machinery was the larger part of the intake's CPU per webhook
+    (2.6 -> 1.6 ms measured, issue 16, docs/benchmarks.md). Health and the API still use it."""
+    runs: list[str] = []
+    real = cherrypy._cprequest.Request.run
+
+    def counted(self: Any, method: str, path: str, *args: Any) -> Any:
+        runs.append(path)
+        return real(self, method, path, *args)
+
+    monkeypatch.setattr(cherrypy._cprequest.Request, "run", counted)
+    assert app.post({**COMMIT, "branch_id": "lean"})[0] == 202
+    pre_merge = {"event_type": "pre-merge", "repository_id": "sss", "branch_id": "main"}
+    assert app.post(pre_merge)[0] in (200, 412)
+    assert runs == []
+    assert app.get("/healthz")[0] == 200
+    assert runs == ["/healthz"]
+
+
+def test_the_webhooks_wrong_paths_and_methods_are_json_answers(app: App) -> None:
+    assert app.get("/webhooks/other", method="POST") == (
+        404,
+        {"error": "unknown path: webhooks are POSTed to /webhooks/lakefs"},
+    )
+    assert app.get("/webhooks", method="POST")[0] == 404
+    request = urllib.request.Request(f"{app.url}/webhooks/lakefs", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310
+    assert refused.value.code == 405
+    assert refused.value.headers["Allow"] == "POST"
+    assert refused.value.headers["Content-Type"] == "application/json"
+    assert json.loads(refused.value.read()) == {"error": "use POST"}
+
+
+def test_a_fault_in_the_webhook_handler_is_a_json_500_and_the_intake_goes_on(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug with a secret path /srv/x")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.ctx.queue, "enqueue", broken)
+        status, body = app.post({**COMMIT, "branch_id": "faulty"})
+    assert status == 500
+    assert body == {"error": "internal error: see the server's log"}
+    assert "the webhook handler failed" in caplog.text
+    assert app.post({**COMMIT, "branch_id": "after-the-fault"})[0] == 202
+
+
+def test_a_webhooks_access_line_is_written_at_info_only(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="lakehook.access"):
+        assert app.post({**COMMIT, "branch_id": "quiet"})[0] == 202
+    assert not [r for r in caplog.records if r.name == "lakehook.access"]
+    with caplog.at_level(logging.INFO, logger="lakehook.access"):
+        assert app.post({**COMMIT, "branch_id": "logged"})[0] == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "lakehook.access"]
+    assert len(lines) == 1
+    assert lines[0].startswith('127.0.0.1 "POST /webhooks/lakefs HTTP/1.1" 202 ')
 
 
 def test_slow_clients_neither_starve_the_intake_nor_stay(app: App) -> None:
