@@ -10,7 +10,7 @@ was, though one was in flight only 15 % of the time; without pre-merges the webh
 
 ``GateProcesses`` keeps ``LAKEHOOK_GATE_PROCESSES`` processes (forked by the workers' fork
 server, never from the threaded intake), each with its own read-only processor. The intake's budget
-(``gate_timeout_seconds``) and slots (``server.app.within``) still bound every decision; a
+(``gate_timeout_seconds``) and slots (``server.webhook.within``) still bound every decision; a
 process that dies is replaced, and the merge it was deciding is refused with 503 "retry".
 """
 
