@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import csv
 import io
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,7 +34,7 @@ from pipeline import naming
 from pipeline.model import OutputColumn
 from pipeline.processing.contents import MAX_COLUMNS, DatasetContents
 from pipeline.processing.keys import EncodedColumn, KeyHasher
-from pipeline.processing.types import VARCHAR, ColumnType, convert
+from pipeline.processing.types import BIGINT, DOUBLE, INTEGER, VARCHAR, ColumnType, convert
 
 BLOCK_SIZE = 16 << 20  # bytes of CSV per read block; also the largest field accepted
 ROW_GROUP = 1 << 17  # rows per Parquet row group
@@ -242,6 +243,76 @@ def plan_columns(
     return layout
 
 
+def reader_typed(columns: Sequence[PlannedColumn]) -> dict[int, pa.DataType]:
+    """CSV columns the CSV reader may type itself: declared ``double``, ``integer`` or
+    ``bigint``, made into one table column and into no key (a key part is the text as written,
+    contract §6).
+
+    The reader accepts a value exactly when Arrow's cast would accept it with spaces and tabs
+    trimmed, and then gives the same number; that is what the cast fast path of
+    ``types.convert`` gives, and what the checked path gives for the trimmed text
+    (``tests/unit/test_processing.py``, the reader-typed differential). Anything else
+    fails the piece, which is then read as text (``_ReaderTypes``)."""
+    uses: dict[int, int] = {}
+    for col in columns:
+        for index in (*col.key_indexes, *(() if col.source_index is None else (col.source_index,))):
+            uses[index] = uses.get(index, 0) + 1
+    typed: dict[int, pa.DataType] = {}
+    for col in columns:
+        index = col.source_index
+        numeric = col.ctype.kind in (DOUBLE, INTEGER, BIGINT)
+        if numeric and col.key is None and index is not None and uses[index] == 1:
+            typed[index] = col.ctype.arrow
+    return typed
+
+
+class _ReaderTypes:
+    """The reader's column types for each piece: the ``reader_typed`` columns, less the ones a
+    value of an earlier piece made the reader refuse (read as text from then on, so a column
+    with invalid values costs one extra parse of one piece), less the integer columns of a
+    piece holding an ``x`` (Arrow reads ``0x10`` as 16; the contract's integers are
+    decimal). Whatever the reader types, the table is the same."""
+
+    def __init__(self, header: Sequence[str], typed: Mapping[int, pa.DataType]) -> None:
+        self.header = list(header)
+        self.typed = dict(typed)
+        self._options: dict[frozenset[int], pacsv.ConvertOptions] = {}
+        self._last: frozenset[int] = frozenset()
+
+    def options(self, chunk: bytes) -> pacsv.ConvertOptions:
+        hex_possible = b"x" in chunk or b"X" in chunk
+        chosen = frozenset(
+            i for i, t in self.typed.items() if not (hex_possible and pa.types.is_integer(t))
+        )
+        self._last = chosen
+        if chosen not in self._options:
+            types = {h: pa.string() for h in self.header}
+            for i in chosen:
+                types[self.header[i]] = self.typed[i]
+            self._options[chosen] = pacsv.ConvertOptions(
+                column_types=types,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            )
+        return self._options[chosen]
+
+    def refused(self, err: pa.ArrowInvalid) -> bool:
+        """Whether ``err`` is the reader refusing a value of a column it typed (which is then
+        read as text); False for any other error."""
+        found = _CONVERSION_ERROR.match(str(err))
+        if found is None:
+            return False
+        index = int(found.group(1))
+        if index not in self._last:
+            return False
+        del self.typed[index]
+        return True
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error")
+
+
 def convert_file(
     csv_path: Path,
     declared: DatasetContents | None,
@@ -277,25 +348,21 @@ def convert_file(
     reader_options = pacsv.ReadOptions(
         column_names=header, use_threads=True, block_size=max(block_size >> 2, 1 << 16)
     )
-    convert_options = pacsv.ConvertOptions(
-        column_types={h: pa.string() for h in header},
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-        null_values=[""],
-    )
     parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid_row)
+    # numeric columns the CSV reader types itself (one pass instead of text, then a cast), for
+    # as long as their values let it: ``_ReaderTypes``; never with invalid_values: fail, whose
+    # error quotes the text
+    reader_types = _ReaderTypes(
+        header, reader_typed(layout.columns) if invalid_values == "report" else {}
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _Writer(out_dir, schema, row_group, rows_per_file)
     rows = 0
     try:
 
-        def parse(chunk: bytes) -> pa.Table:
-            if chunk.startswith(codecs.BOM_UTF8):
-                # pyarrow drops a byte order mark at the start of what it reads, but here that
-                # is a data row's first character (U+FEFF): an empty line first keeps it
-                chunk = b"\n" + chunk
+        def read(chunk: bytes, convert_options: pacsv.ConvertOptions) -> pa.Table:
             try:  # blocks of 1/4 of a piece: parsed on every core
-                table = pacsv.read_csv(
+                return pacsv.read_csv(
                     pa.BufferReader(chunk),
                     read_options=reader_options,
                     parse_options=parse_options,
@@ -304,17 +371,28 @@ def convert_file(
             except pa.ArrowInvalid as err:
                 if "straddl" not in str(err):
                     raise
-                # a record longer than a block: the piece as one block (fields up to its size)
-                one_block = pacsv.ReadOptions(
-                    column_names=header, use_threads=False, block_size=len(chunk) + 1
-                )
-                table = pacsv.read_csv(
-                    pa.BufferReader(chunk),
-                    read_options=one_block,
-                    parse_options=parse_options,
-                    convert_options=convert_options,
-                )
-            return table  # one record batch per parsed block: typed and keyed as they are
+            # a record longer than a block: the piece as one block (fields up to its size)
+            one_block = pacsv.ReadOptions(
+                column_names=header, use_threads=False, block_size=len(chunk) + 1
+            )
+            return pacsv.read_csv(
+                pa.BufferReader(chunk),
+                read_options=one_block,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+
+        def parse(chunk: bytes) -> pa.Table:
+            if chunk.startswith(codecs.BOM_UTF8):
+                # pyarrow drops a byte order mark at the start of what it reads, but here that
+                # is a data row's first character (U+FEFF): an empty line first keeps it
+                chunk = b"\n" + chunk
+            while True:
+                try:  # one record batch per parsed block: typed and keyed as they are
+                    return read(chunk, reader_types.options(chunk))
+                except pa.ArrowInvalid as err:
+                    if not reader_types.refused(err):
+                        raise
 
         chunks = _record_chunks(csv_path, header_size, block_size)
         for batch in _batches(chunks, parse):

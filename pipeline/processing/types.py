@@ -168,10 +168,15 @@ def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
     kind = ctype.kind
     if kind == TEXT:
         return source, 0
+    target = ctype.arrow
+    if kind in (INTEGER, BIGINT, DOUBLE) and source.type == target:
+        result = source  # typed by the CSV reader (``convert.reader_typed``)
+        if kind == DOUBLE:
+            result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, pa.float64()))
+        return result, _invalid_count(source, result)
     if kind == PARTIALDATE:
         result = _partial_dates(source)
         return result, _invalid_count(source, result)
-    target = ctype.arrow
     try:  # fast path: clean data parses with Arrow's own cast
         if kind == BOOLEAN:
             raise pa.ArrowInvalid("booleans take the mapped path")

@@ -11,6 +11,7 @@ import datetime as dt
 import random
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,6 +99,73 @@ def test_a_value_converts_the_same_alone_or_beside_an_invalid_one(declared: str)
         alone, _ = convert(pa.array([text]), ctype)
         mixed, _ = convert(pa.array([text, "not a value \x00"]), ctype)
         assert alone[0].as_py() == mixed[0].as_py(), text
+
+
+def test_numbers_the_csv_reader_types_make_the_same_files_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV reader types declared numeric columns itself (``convert.reader_typed``, issue 15:
+    one pass instead of text then a cast) until a value makes it refuse one, which is then read
+    as text. Whatever the values, the Parquet files, invalid-value and null counts must be
+    exactly what reading every column as text gives: clean pieces, random texts over the
+    characters numbers are made of (fields quoted, so commas and spaces stay in them), an
+    ``x`` in a piece (Arrow's reader takes ``0x10`` for 16), and a numeric key part (a key is
+    made of the text as written, so that column is never typed)."""
+    import csv as csvlib
+
+    from pipeline.processing.contents import parse_contents
+    from pipeline.processing.convert import plan_columns, reader_typed
+
+    contents = parse_contents(
+        b"dataset,column,type\nx,D,double\nx,I,integer\nx,B,bigint\nx,K,double\nx,T,text\n",
+        "raw/contents.csv",
+    ).for_dataset("x")
+    keys = {"kk": ["K"]}
+    header = ["D", "I", "B", "K", "T"]
+    typed = reader_typed(plan_columns(header, contents, keys).columns)
+    assert typed == {0: pa.float64(), 1: pa.int32(), 2: pa.int64()}  # never K, a key part
+    rng = random.Random(15)
+
+    def fuzz() -> str:
+        return "".join(rng.choices(_FUZZ_ALPHABET, k=rng.randint(1, 6)))
+
+    csv = tmp_path / "x.csv"
+    with csv.open("w", newline="") as out:
+        rows = csvlib.writer(out, quoting=csvlib.QUOTE_ALL)
+        rows.writerow(header)
+        for n in range(40_000):
+            d, i, b = f"{rng.uniform(-1e6, 1e6):.4f}", str(rng.randint(-99, 99)), str(n)
+            if 12_000 <= n < 12_400:  # invalid values: D read as text from this piece on
+                d = fuzz()
+            if 25_000 <= n < 25_400:  # (a piece with an x never types its integers)
+                i, b = (fuzz().replace("x", "").replace("X", "") or "?" for _ in "ib")
+            if n % 997 == 0:
+                d, i = "", " 7 "
+            text = "box" if 5_000 <= n < 5_100 else "t"  # an x: integers as text there
+            if n == 5_050:
+                i = "0x1F"  # 31 to Arrow's reader, an invalid value to the contract
+            rows.writerow([d, i, b, str(rng.choice([1, 1.5, "01.50"])), text])
+    chosen: list[frozenset[int]] = []
+    real_options = convert_module._ReaderTypes.options
+
+    def recorded(self: convert_module._ReaderTypes, chunk: bytes) -> Any:
+        options = real_options(self, chunk)
+        chosen.append(self._last)
+        return options
+
+    monkeypatch.setattr(convert_module._ReaderTypes, "options", recorded)
+    typed_run = convert_file(csv, contents, keys, tmp_path / "typed", block_size=1 << 16)
+    assert frozenset({0, 1, 2}) in chosen  # clean pieces were typed by the reader
+    assert frozenset({0}) in chosen  # a piece with an x: its integers (I, B) as text
+    assert chosen[-1] == frozenset()  # D, I and B were each refused once: text from then on
+    monkeypatch.setattr(convert_module, "reader_typed", lambda _columns: {})
+    text_run = convert_file(csv, contents, keys, tmp_path / "text", block_size=1 << 16)
+    assert typed_run.invalid_values == text_run.invalid_values
+    assert typed_run.invalid_values["d"] > 0
+    assert typed_run.invalid_values["i"] > 0
+    assert typed_run.null_counts == text_run.null_counts
+    assert typed_run.null_keys == text_run.null_keys
+    assert [f.read_bytes() for f in typed_run.files] == [f.read_bytes() for f in text_run.files]
 
 
 @pytest.mark.parametrize(
