@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from lakehook import faults, fence
 from lakehook.errors import ConfigError, InvalidEvent, NotFound
@@ -41,7 +42,7 @@ from pipeline.model import (
     TableStatus,
 )
 from pipeline.ports import LakeFS, Metastore, StatusStore
-from pipeline.processing.config import load_config
+from pipeline.processing.config import StudyConfig, load_config
 from pipeline.processing.engines import process_tasks
 from pipeline.processing.plan import BranchPlan, TableTask, plan_branch, read_manifests
 from pipeline.processing.trino_engine import TrinoEngine
@@ -49,6 +50,7 @@ from pipeline.processing.writeback import write_back
 from pipeline.provenance import Provenance, is_working_branch_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BRANCH = "branch"
 TAG = "tag"
@@ -87,6 +89,10 @@ class BranchService:
     _keys_cache: OrderedDict[tuple[str, str], KeyConfig] = field(
         default_factory=OrderedDict, repr=False
     )
+    _config_cache: OrderedDict[tuple[str, str], StudyConfig] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.provenance is None:
@@ -331,16 +337,21 @@ class BranchService:
 
     def _manifests_at(self, repo: str, commit: str) -> dict[str, TableManifest]:
         """Manifests at a commit (immutable, so cached; the newest 256 commits)."""
-        key = (repo, commit)
-        cached = self._manifest_cache.get(key)
-        if cached is None:
-            cached = read_manifests(self.lakefs, repo, commit, self.provenance)
-            self._manifest_cache[key] = cached
-            while len(self._manifest_cache) > 256:
-                self._manifest_cache.popitem(last=False)
-        else:
-            self._manifest_cache.move_to_end(key)
-        return cached
+        return _cached(
+            self._manifest_cache,
+            self._cache_lock,
+            (repo, commit),
+            lambda: read_manifests(self.lakefs, repo, commit, self.provenance),
+        )
+
+    def _config_at(self, repo: str, commit: str) -> StudyConfig:
+        """``lakehook.yaml`` at a commit (immutable, so cached; an invalid one is not)."""
+        return _cached(
+            self._config_cache,
+            self._cache_lock,
+            (repo, commit),
+            lambda: load_config(self.lakefs, repo, commit),
+        )
 
     def gate(
         self, repo: str, source_ref: str, destination_branch: str, source_commit: str | None
@@ -351,8 +362,10 @@ class BranchService:
         if self.provenance.is_lakehook_merge(repo, destination_branch, source_head):
             return GateDecision(True, ("lakehook's own merge",))
         destination_head = self.lakefs.branch_head(repo, destination_branch)
-        destination_config = load_config(self.lakefs, repo, destination_head)
-        source_config = load_config(self.lakefs, repo, source_head)
+        # what a commit holds never changes: a merge retried, or the next one into the same
+        # destination head, reads lakeFS for the refs only (docs/benchmarks.md, issue 16)
+        destination_config = self._config_at(repo, destination_head)
+        source_config = self._config_at(repo, source_head)
         source_status, unknown_commit = self._source_status(repo, source_ref, source_head)
         decision = gate_rules.decide(
             destination_branch=destination_branch,
@@ -360,10 +373,8 @@ class BranchService:
             allow=destination_config.gate_allow,
             source_status=source_status,
             source_head=source_head,
-            source_manifests=read_manifests(self.lakefs, repo, source_head, self.provenance),
-            destination_manifests=read_manifests(
-                self.lakefs, repo, destination_head, self.provenance
-            ),
+            source_manifests=self._manifests_at(repo, source_head),
+            destination_manifests=self._manifests_at(repo, destination_head),
             source_keys=source_config.keys,
             destination_keys=destination_config.keys,
             is_lakehook_merge=False,
@@ -717,3 +728,32 @@ def _verified(
         t: "" if t in bad else identity
         for t, identity in probe_identities(repo, ref, schema, manifests).items()
     }
+
+
+def is_commit_id(ref: str) -> bool:
+    """Whether ``ref`` is a lakeFS commit id (64 lower-case hex digits), never a branch or tag
+    name whose commit moves."""
+    return len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)
+
+
+def _cached(
+    cache: OrderedDict[tuple[str, str], T],
+    lock: threading.Lock,
+    key: tuple[str, str],
+    read: Callable[[], T],
+    size: int = 256,
+) -> T:
+    """``cache[key]`` for a commit id, read once (outside the lock) when missing; the newest
+    ``size`` kept."""
+    if not is_commit_id(key[1]):  # a ref whose commit moves: read every time
+        return read()
+    with lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = read()
+    with lock:
+        cache[key] = value
+        while len(cache) > size:
+            cache.popitem(last=False)
+    return value

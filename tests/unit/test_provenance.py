@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -394,6 +396,40 @@ def test_gate_checks_a_tag_sources_own_status(lakefs: FakeLakeFS, service: Branc
     lakefs.create_tag(REPO, "good", lakefs.branch_head(REPO, "main"))
     service.sync_tag(REPO, "good")
     assert service.gate(REPO, "good", "main", lakefs.branch_head(REPO, "main")).allowed
+
+
+def test_the_gate_reads_what_a_commit_holds_once(
+    lakefs: FakeLakeFS, service: BranchService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision read both commits' manifests and ``lakehook.yaml`` from lakeFS every time:
+    tens of milliseconds of a gate process's and lakeFS's CPU beside the intake (issue 16).
+    What a commit holds never changes, so a retried merge, or the next one into the same
+    destination head, reads only the refs; a payload naming a ref instead of a commit id is
+    read every time (its commit moves)."""
+    dev_head = _breaking_dev(lakefs, service)
+    reads: Counter[str] = Counter()
+    for name in ("list_objects", "stat_object", "read_object", "open_object", "read_range"):
+        real = getattr(lakefs, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            reads[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(lakefs, name, counted)
+    first = service.gate(REPO, "dev", "main", dev_head)
+    assert not first.allowed
+    assert "BREAKING" in first.reasons[0]
+    assert sum(reads.values()) > 0
+    reads.clear()
+    assert service.gate(REPO, "dev", "main", dev_head) == first
+    assert sum(reads.values()) == 0, reads
+    by_name = service.gate(REPO, "dev", "main", "dev")  # a payload's ref, not a commit id
+    assert not by_name.allowed
+    assert sum(reads.values()) > 0
+    reads.clear()
+    deliver(lakefs, "main", {"raw/notes.txt": b"main moved"})  # a new destination head: read
+    service.gate(REPO, "dev", "main", dev_head)
+    assert reads["list_objects"] > 0
 
 
 def test_gate_checks_a_bare_commit_by_a_synced_ref_at_it(
