@@ -90,6 +90,7 @@ def _senders(
     repo: str,
     connections: int = 4,
     gate_every: float = 0.5,
+    source_commit: str = "feature",
 ) -> list[threading.Thread]:
     def webhooks(worker: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -119,7 +120,7 @@ def _senders(
             "event_type": "pre-merge",
             "repository_id": repo,
             "branch_id": "main",
-            "source_ref": "feature",
+            "source_ref": source_commit,  # as lakeFS sends it: the source's commit id
             "merge_source": "feature",
         }
         while not stop.wait(gate_every):
@@ -314,12 +315,15 @@ def run(
         first = lakefs.commit(repo, "main", "small delivery", {}).id
         _wait_job(port, repo, first)
         lakefs.create_branch(repo, "feature", "main")
+        feature = lakefs.branch_head(repo, "feature")
 
         # idle: nothing processed
         samples = Samples()
         stop = threading.Event()
         scraped = _server_buckets(port)
-        threads = _senders(port, rate, stop, samples, repo, gate_every=gate_every)
+        threads = _senders(
+            port, rate, stop, samples, repo, gate_every=gate_every, source_commit=feature
+        )
         time.sleep(seconds)
         stop.set()
         for t in threads:
@@ -339,7 +343,9 @@ def run(
         samples = Samples()
         stop = threading.Event()
         scraped = _server_buckets(port)
-        threads = _senders(port, rate, stop, samples, repo, gate_every=gate_every)
+        threads = _senders(
+            port, rate, stop, samples, repo, gate_every=gate_every, source_commit=feature
+        )
         commit = lakefs.commit(repo, "main", "big delivery", {}).id
         done = _wait_job(port, repo, commit)
         stop.set()
