@@ -26,6 +26,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cheroot.errors import MaxSizeExceeded
+
 from lakehook.errors import InvalidEvent, LakehookError
 from pipeline.provenance import Provenance
 from server import auth
@@ -139,12 +141,14 @@ class WebhookApp:
             return status, {"error": message}
         try:
             body = environ["wsgi.input"].read()
-        except OSError as err:  # cheroot: a chunked body past the limit, or a client gone
+        except (OSError, ValueError, MaxSizeExceeded) as err:
+            # cheroot: a chunked body past the limit (OSError, or MaxSizeExceeded for an
+            # endless chunk-size line), broken chunked coding (ValueError), a client gone
             self.ctx.metrics.events.labels("unknown", "invalid").inc()
-            if "Too Large" in str(err):
+            if isinstance(err, MaxSizeExceeded) or "Too Large" in str(err):
                 limit = self.ctx.settings.max_body_bytes
                 return 413, {"error": f"the body is larger than {limit} bytes"}
-            return 400, {"error": f"the body could not be read: {err}"}
+            return 400, {"error": f"the body could not be read: {str(err)[:200]}"}
         if len(body) > self.ctx.settings.max_body_bytes:  # a server without the limit set
             self.ctx.metrics.events.labels("unknown", "invalid").inc()
             return 413, {

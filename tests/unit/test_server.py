@@ -581,6 +581,38 @@ def test_a_chunked_body_past_the_limit_is_413_not_500(app: App) -> None:
 
 
 @pytest.mark.parametrize(
+    ("chunks", "status", "says"),
+    [
+        (b"zz\r\nabc\r\n0\r\n\r\n", 400, b"Bad chunked transfer size"),
+        (b"3\r\nabcXY0\r\n\r\n", 400, b"Bad chunked transfer coding"),
+        (b"1" * 9000 + b"\r\n", 413, b"larger than 4096 bytes"),  # an endless size line
+    ],
+)
+def test_broken_chunked_coding_is_4xx_not_500(
+    app: App, chunks: bytes, status: int, says: bytes
+) -> None:
+    """cheroot raises ValueError (or MaxSizeExceeded) for broken chunked coding while the
+    handler reads the body; the webhook answered 500 (found 2026-12-02 by probing the
+    endpoint with hand-made requests)."""
+    port = int(app.ctx.settings.listen.rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            b"POST /webhooks/lakefs HTTP/1.1\r\nHost: x\r\nX-Lakehook-Token: t0ken\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        answer = b""
+        with contextlib.suppress(OSError):
+            while part := client.recv(4096):
+                answer += part
+                if b"}" in answer:
+                    break
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == str(status).encode(), answer
+    assert says in rest
+    assert app.get("/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(
     ("method", "path", "status", "says"),
     [
         ("GET", "/api/v1/jobs/999999999999999999999999999", 404, "no job"),
