@@ -731,8 +731,9 @@ def _verified(
 
 
 def is_commit_id(ref: str) -> bool:
-    """Whether ``ref`` is a lakeFS commit id (64 lower-case hex digits), never a branch or tag
-    name whose commit moves."""
+    """Whether ``ref`` has the form of a lakeFS commit id (64 lower-case hex digits). A payload
+    could name a branch that way; its cached reads would sit under that name, never under a
+    commit id lakeFS sends for a real merge (those are sha256 digests)."""
     return len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)
 
 
