@@ -251,7 +251,7 @@ def reader_typed(columns: Sequence[PlannedColumn]) -> dict[int, pa.DataType]:
     The reader accepts a value exactly when Arrow's cast would accept it with spaces and tabs
     trimmed, and then gives the same number; that is what the cast fast path of
     ``types.convert`` gives, and what the checked path gives for the trimmed text
-    (``tests/unit/test_processing.py``, the reader-typed differential). Anything else
+    (``tests/unit/test_bounds.py``, the reader-typed differential). Anything else
     fails the piece, which is then read as text (``_ReaderTypes``)."""
     uses: dict[int, int] = {}
     for col in columns:
