@@ -40,6 +40,17 @@ PRUNE = (
     "AND COALESCE(finished_at, created_at) < ?)",
     "DELETE FROM job WHERE state IN (?, ?, ?) AND COALESCE(finished_at, created_at) < ?",
 )
+
+
+def prune_ended(db: Any, before: float) -> int:
+    """Delete the jobs that ended before ``before`` and their fault records, in one
+    transaction of ``db`` (the SQLite ``Database`` or the PostgreSQL one: the same SQL)."""
+    params = (DONE, FAILED, SUPERSEDED, before)
+    with db.transaction() as tx:
+        tx.execute(PRUNE[0], params)
+        return int(tx.execute(PRUNE[1], params).rowcount)
+
+
 # which kind wins when two pending jobs for one ref meet
 _PRECEDENCE = {
     "sync_branch": 1,
@@ -398,10 +409,7 @@ class JobQueue:
         their workers recorded; returns how many. Statuses, quarantines and pending work stay.
         Without it the table only grew: at a million jobs each ``/metrics`` counted them
         (80-140 ms) and ``GET /api/v1/repos/{repo}/jobs`` took 230 ms."""
-        params = (DONE, FAILED, SUPERSEDED, before)
-        with self.db.transaction() as db:
-            db.execute(PRUNE[0], params)
-            return int(db.execute(PRUNE[1], params).rowcount)
+        return prune_ended(self.db, before)
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connection().execute("SELECT state, count(*) n FROM job GROUP BY state")

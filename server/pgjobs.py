@@ -36,15 +36,14 @@ from server.jobs import (
     DONE,
     FAILED,
     PENDING,
-    PRUNE,
     QUARANTINED,
     RUNNING,
     STATES,
-    SUPERSEDED,
     Job,
     _alive,
     _job,
     holder_name,
+    prune_ended,
     supersedes,
 )
 from server.pgstore import PgDatabase, lock_key
@@ -246,10 +245,7 @@ class PgJobQueue:
 
     def prune(self, before: float) -> int:
         """``JobQueue.prune``: the jobs that ended before ``before`` and their fault records."""
-        params = (DONE, FAILED, SUPERSEDED, before)
-        with self.db.transaction() as db:
-            db.execute(PRUNE[0], params)
-            return int(db.execute(PRUNE[1], params).rowcount)
+        return prune_ended(self.db, before)
 
     def counts(self) -> dict[str, int]:
         rows = self.db.connection().execute(
