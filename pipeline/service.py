@@ -86,9 +86,6 @@ class BranchService:
     _manifest_cache: OrderedDict[tuple[str, str], dict[str, TableManifest]] = field(
         default_factory=OrderedDict, repr=False
     )
-    _keys_cache: OrderedDict[tuple[str, str], KeyConfig] = field(
-        default_factory=OrderedDict, repr=False
-    )
     _config_cache: OrderedDict[tuple[str, str], StudyConfig] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -418,18 +415,13 @@ class BranchService:
 
     # ---- drift baseline (contract §9 v1.1, docs/metastore.md "Drift in the status") ----------
     def _state_at(self, repo: str, commit: str) -> tuple[dict[str, TableManifest], KeyConfig]:
-        """Manifests and key config at a commit (immutable, so cached)."""
-        manifests = self._manifests_at(repo, commit)
-        keys = self._keys_cache.get((repo, commit))
-        if keys is None:
-            try:
-                keys = dict(load_config(self.lakefs, repo, commit).keys)
-            except ConfigError:  # an invalid lakehook.yaml was never a synced state's config
-                keys = {}
-            self._keys_cache[(repo, commit)] = keys
-            while len(self._keys_cache) > 256:
-                self._keys_cache.popitem(last=False)
-        return manifests, keys
+        """Manifests and key config at a commit (immutable, so cached: ``_manifests_at``,
+        ``_config_at``)."""
+        try:
+            keys = dict(self._config_at(repo, commit).keys)
+        except ConfigError:  # an invalid lakehook.yaml was never a synced state's config
+            keys = {}
+        return self._manifests_at(repo, commit), keys
 
     def _baseline(
         self,
