@@ -168,15 +168,22 @@ def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
     kind = ctype.kind
     if kind == TEXT:
         return source, 0
-    target = ctype.arrow
-    if kind in (INTEGER, BIGINT, DOUBLE) and source.type == target:
-        result = source  # typed by the CSV reader (``convert.reader_typed``)
-        if kind == DOUBLE:
-            result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, pa.float64()))
-        return result, _invalid_count(source, result)
     if kind == PARTIALDATE:
         result = _partial_dates(source)
         return result, _invalid_count(source, result)
+    target = ctype.arrow
+    if source.type == target and kind in (INTEGER, BIGINT, DOUBLE):
+        result = source  # typed by the CSV reader (``convert.reader_typed``)
+    else:
+        result = _parsed(source, ctype)
+    if kind == DOUBLE:  # NaN, Inf and numbers beyond the double range never fit
+        result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, pa.float64()))
+    return result, _invalid_count(source, result)
+
+
+def _parsed(source: pa.Array, ctype: ColumnType) -> pa.Array:
+    """CSV text as ``ctype``: Arrow's cast for clean data, the checked path otherwise."""
+    kind, target = ctype.kind, ctype.arrow
     try:  # fast path: clean data parses with Arrow's own cast
         if kind == BOOLEAN:
             raise pa.ArrowInvalid("booleans take the mapped path")
@@ -186,12 +193,9 @@ def convert(source: pa.Array, ctype: ColumnType) -> tuple[pa.Array, int]:
             raise pa.ArrowInvalid("values Arrow's decimal cast gets wrong take the checked path")
         if kind in (INTEGER, BIGINT) and _hexadecimal(source):
             raise pa.ArrowInvalid("Arrow's integer cast reads 0x10 as 16: the checked path")
-        result = pc.cast(source, target)
+        return pc.cast(source, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        result = _checked(source, ctype)
-    if kind == DOUBLE:  # NaN, Inf and numbers beyond the double range never fit
-        result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, pa.float64()))
-    return result, _invalid_count(source, result)
+        return _checked(source, ctype)
 
 
 def _unsafe_for_decimal_cast(source: pa.Array, precision: int) -> bool:
