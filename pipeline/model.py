@@ -18,7 +18,8 @@ TABLES_PREFIX = "tables/"
 ORIGIN_KEY = "lakehook.origin"
 ORIGIN_VALUE = "lakehook"
 SOURCE_COMMIT_KEY = "lakehook.source_commit"
-PROCESSING_VERSION = "2"  # 2: one parser per type for values and keys (contract §5 v1.1)
+PROCESSING_VERSION = "3"  # 2: one parser per type for values and keys (contract §5 v1.1);
+# 3: no Parquet dictionary for columns of nearly unique values (``convert.dictionary_columns``)
 
 STATES = ("synced", "pending", "processing", "failed")
 DRIFT_CLASSES = (

@@ -43,9 +43,11 @@ WRITER_OPTIONS = {
     "compression": "snappy",
     "version": "2.6",
     "data_page_version": "1.0",
-    "use_dictionary": True,
     "write_statistics": True,
 }
+# a column whose distinct values are more than this share of its values in the first row group
+# is written without a dictionary (``dictionary_columns``)
+NEAR_UNIQUE = 0.2
 
 
 @dataclass(frozen=True)
@@ -422,6 +424,8 @@ def convert_file(
                 nulls[col.out.name] += array.null_count
             writer.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
             rows += batch.num_rows
+        for hasher in hashers.values():  # the collision check across batches, before publishing
+            hasher.finish()
     except pa.ArrowInvalid as err:
         writer.abort()
         _raise_structural(err, csv_path, display, len(header), ragged, block_size)
@@ -583,12 +587,31 @@ def _batches(
         thread.join()
 
 
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """The columns of ``table`` (a conversion's first row group) worth a dictionary: those whose
+    values repeat, at most ``NEAR_UNIQUE`` distinct values per value.
+
+    A column of (nearly) unique values, a sequence number or a time stamp, gains nothing from a
+    dictionary but a larger file, and trying one is the Parquet writer's costliest work: each
+    value is hashed into a table that keeps growing (a dictionary of up to 1 MiB is kept). The
+    choice depends on the data only, so the bytes stay a function of the input.
+    """
+    chosen = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        values = len(column) - column.null_count
+        if values == 0 or pc.count_distinct(column).as_py() <= NEAR_UNIQUE * values:
+            chosen.append(name)
+    return chosen
+
+
 class _Writer:
     """Parquet files of ``rows_per_file`` rows in row groups of exactly ``row_group`` rows.
 
     Row groups are encoded and compressed on one background thread (pyarrow releases the GIL)
     while the caller types and keys the next batch; at most ``MAX_PENDING`` row groups wait,
     so memory stays bounded. One thread, first in first out: the bytes do not depend on timing.
+    Which columns get a dictionary is decided on the first row group (``dictionary_columns``),
+    for every file of the conversion.
     """
 
     MAX_PENDING = 2
@@ -603,6 +626,7 @@ class _Writer:
         self._in_file = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._pending: deque[Future[None]] = deque()
+        self._dictionary: list[str] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._buffer.append(batch)
@@ -631,7 +655,11 @@ class _Writer:
                 self._writer.close()
             path = self.out_dir / f"part-{len(self.files):05d}.parquet"
             self.files.append(path)
-            self._writer = pq.ParquetWriter(str(path), self.schema, **WRITER_OPTIONS)
+            if self._dictionary is None:
+                self._dictionary = dictionary_columns(table)
+            self._writer = pq.ParquetWriter(
+                str(path), self.schema, use_dictionary=self._dictionary, **WRITER_OPTIONS
+            )
             self._in_file = 0
         self._writer.write_table(table, row_group_size=self.row_group)
         self._in_file += table.num_rows

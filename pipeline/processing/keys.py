@@ -126,7 +126,79 @@ def surrogate_key(
 
 
 _CODE_LIMIT = 1 << 62  # row codes (mixed-radix dictionary indexes) must fit in an int64
-_DIGEST = np.dtype([("key", ">i8"), ("check", ">u8")])  # the first 16 bytes of a sha256
+# a sha256 digest read by numpy: the key (first 8 bytes) and the check (next 8)
+_DIGEST = np.dtype(
+    {"names": ["key", "check"], "formats": [">i8", ">u8"], "offsets": [0, 8], "itemsize": 32}
+)
+
+
+def digests(texts: pa.Array) -> np.ndarray:
+    """The sha256 of each value of ``texts`` (a string or binary array without nulls), read as
+    ``_DIGEST`` records.
+
+    The values are sliced from the array's one data buffer (no Python object per value but
+    the slice hashed), and the digests read by numpy at once.
+    """
+    if texts.null_count:
+        raise ValueError("canonical key strings are never null")
+    large = pa.types.is_large_string(texts.type) or pa.types.is_large_binary(texts.type)
+    width = np.dtype(np.int64 if large else np.int32)
+    offsets = np.frombuffer(
+        texts.buffers()[1], width, len(texts) + 1, texts.offset * width.itemsize
+    )
+    data = texts.buffers()[2]
+    raw = b"" if data is None else data.to_pybytes()
+    starts: list[int] = offsets[:-1].tolist()
+    ends: list[int] = offsets[1:].tolist()
+    sha256 = hashlib.sha256  # looked up per call (a test replaces it)
+    joined = b"".join([sha256(raw[a:b]).digest() for a, b in zip(starts, ends, strict=True)])
+    return np.frombuffer(joined, _DIGEST)
+
+
+class _SeenKeys:
+    """Every distinct key of a run with the next 8 bytes of its digest (16 bytes a key), and
+    the check that no key stands for two natural keys.
+
+    Batches wait in a list and are merged into one sorted array once they hold as many keys as
+    it (so each key is sorted a logarithmic number of times), and at ``settle``: numpy sorts
+    and compares, no Python object per key.
+    """
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, np.int64)
+        self._checks = np.empty(0, np.uint64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._waiting = 0
+
+    def __len__(self) -> int:
+        self.settle()
+        return len(self._keys)
+
+    def add(self, keys: np.ndarray, checks: np.ndarray) -> int | None:
+        """Remember a batch's keys; a key found standing for two natural keys, or None."""
+        self._pending.append((keys, checks))
+        self._waiting += len(keys)
+        if self._waiting >= max(len(self._keys), 1 << 16):
+            return self.settle()
+        return None
+
+    def settle(self) -> int | None:
+        """Merge the waiting batches; the first key standing for two natural keys, or None."""
+        if not self._pending:
+            return None
+        keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
+        checks = np.concatenate([self._checks, *(c for _, c in self._pending)])
+        self._pending.clear()
+        self._waiting = 0
+        order = np.argsort(keys, kind="stable")  # sorted runs: a merge
+        keys, checks = keys[order], checks[order]
+        same = keys[1:] == keys[:-1]
+        clash = same & (checks[1:] != checks[:-1])
+        if clash.any():
+            return int(keys[1:][clash][0])
+        keep = np.concatenate(([True], ~same))
+        self._keys, self._checks = keys[keep], checks[keep]
+        return None
 
 
 @dataclass(frozen=True)
@@ -159,16 +231,17 @@ class KeyHasher:
     Per batch, each natural key column is dictionary-encoded by Arrow and only its *distinct*
     values are canonicalised in Python (few: subjects, visit numbers). A row's natural key
     becomes one integer code (its dictionary indexes in mixed radix), Arrow finds the distinct
-    codes, and only those are turned into canonical strings and hashed (one sha256 each; the
-    digests are read by numpy, the check runs on whole dicts). Memory across batches
-    is one ``int -> int`` entry per distinct key (the key and the next 8 bytes of its digest):
-    two different natural keys with the same surrogate key differ there with certainty short
-    of a 2^-64 accident, and the run stops with ``KeyCollision``.
+    codes, and only those are turned into canonical strings and hashed (one sha256 each, sliced
+    from the strings' buffer; the digests are read by numpy). Memory across batches is 16 bytes
+    per distinct key (the key and the next 8 bytes of its digest, ``_SeenKeys``): two different
+    natural keys with the same surrogate key differ there with certainty short of a 2^-64
+    accident, and the run stops with ``KeyCollision`` (within a batch at once, across batches
+    at the latest at ``finish``, which the caller runs before publishing anything).
     """
 
     key: str
     types: tuple[ColumnType | None, ...]
-    _seen: dict[int, int] = field(default_factory=dict)
+    _seen: _SeenKeys = field(default_factory=_SeenKeys)
     missing: int = 0
 
     def compute(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.Array:
@@ -212,52 +285,49 @@ class KeyHasher:
             pieces.append(pc.take(texts, index))
             rest = quotient
         joined = pc.binary_join_element_wise(canonical(self.key, []), *reversed(pieces), "|")
-        values = self._hash_all(pc.cast(joined, pa.binary()).to_pylist())
-        keys = pc.take(values, rows.indices)
+        keys = pc.take(self._hash_distinct(joined), rows.indices)
         self.missing += int(keys.null_count)
         return keys
 
     def _by_rows(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.Array:
         per_column = [parts_of(c, t) for c, t in zip(columns, self.types, strict=True)]
-        values: list[int | None] = []
+        texts: list[str | None] = []
         for parts in zip(*per_column, strict=True):
             if any(p is None for p in parts):
-                values.append(None)
+                texts.append(None)
             else:
-                values.append(self._hash(canonical(self.key, [p for p in parts if p is not None])))
-        keys = pa.array(values, pa.int64())
+                texts.append(canonical(self.key, [p for p in parts if p is not None]))
+        rows = pc.dictionary_encode(pa.array(texts, pa.string()))
+        keys = pc.take(self._hash_distinct(rows.dictionary), rows.indices)
         self.missing += int(keys.null_count)
         return keys
 
-    def _hash_all(self, texts: list[bytes]) -> pa.Array:
-        """The keys of canonical ``texts`` (UTF-8), checked against every key of the run."""
-        sha256 = hashlib.sha256
-        digests = np.frombuffer(b"".join([sha256(t).digest()[:16] for t in texts]), _DIGEST)
-        values: list[int] = digests["key"].tolist()
-        checks: list[int] = digests["check"].tolist()
-        batch = dict(zip(values, checks, strict=True))
-        if len(batch) < len(values):  # the same key twice: the same text, or a collision
-            for text in texts:
-                self._hash(text.decode("utf-8"))
-        else:
-            seen = self._seen
-            for value in batch.keys() & seen.keys():
-                if seen[value] != batch[value]:
-                    self._collision(texts[values.index(value)].decode("utf-8"), value)
-            seen.update(batch)
-        return pa.array(digests["key"].astype(np.int64), pa.int64())
+    def _hash_distinct(self, texts: pa.Array) -> pa.Array:
+        """The keys of a batch's canonical ``texts`` (distinct codes; two may still be one text:
+        ``a`` and ``A `` have one canonical part), checked within the batch and remembered."""
+        found = digests(texts)
+        keys = found["key"].astype(np.int64)
+        checks = found["check"].astype(np.uint64)
+        order = np.argsort(keys, kind="stable")
+        same = keys[order[1:]] == keys[order[:-1]]
+        clash = same & (checks[order[1:]] != checks[order[:-1]])
+        if clash.any():
+            first = int(np.flatnonzero(clash)[0])
+            one, other = texts[int(order[first])].as_py(), texts[int(order[first + 1])].as_py()
+            self._collision(int(keys[order[first]]), f": {one!r} and {other!r}")
+        clashing = self._seen.add(keys, checks)
+        if clashing is not None:
+            self._collision(clashing)
+        return pa.array(keys, pa.int64())
 
-    def _hash(self, text: str) -> int:
-        digest = hashlib.sha256(text.encode("utf-8")).digest()
-        value = int.from_bytes(digest[:8], "big", signed=True)
-        check = int.from_bytes(digest[8:16], "big")
-        earlier = self._seen.setdefault(value, check)
-        if earlier != check:
-            self._collision(text, value)
-        return value
+    def finish(self) -> None:
+        """Check the keys not yet checked across batches (``KeyCollision``); call it once the
+        last batch is keyed and before anything is published."""
+        clashing = self._seen.settle()
+        if clashing is not None:
+            self._collision(clashing)
 
-    def _collision(self, text: str, value: int) -> NoReturn:
+    def _collision(self, value: int, detail: str = "") -> NoReturn:
         raise KeyCollision(
-            f"key {self.key!r}: natural key {text!r} shares surrogate key {value} with "
-            "another natural key of this run"
+            f"key {self.key!r}: two natural keys of this run share surrogate key {value}{detail}"
         )

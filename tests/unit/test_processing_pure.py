@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -250,6 +251,7 @@ def test_fields_with_one_canonical_part_share_a_key_within_a_batch() -> None:
     assert out[0] == out[1] == keys.surrogate_key("visit", ["S", "a", "1"], [None, None, double])
     assert out[2] != out[0]
     assert len(hasher._seen) == 2
+    hasher.finish()
 
 
 def test_a_collision_within_one_batch_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,16 +268,60 @@ def test_a_collision_within_one_batch_stops_the_run(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)  # keys looks it up per call
     hasher = keys.KeyHasher("patient", (None,))
-    with pytest.raises(KeyCollision, match="shares surrogate key 0"):
+    with pytest.raises(KeyCollision, match="share surrogate key 0: 'v1|7:patient|1:A'"):
         hasher.compute([pa.array(["A", "B"])])
 
 
-def test_two_natural_keys_with_one_surrogate_key_stop_the_run() -> None:
+def test_two_natural_keys_with_one_surrogate_key_stop_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    real = hashlib.sha256
+
+    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
+        def __init__(self, data: bytes) -> None:
+            self._digest = bytes(8) + real(data).digest()[8:]
+
+        def digest(self) -> bytes:
+            return self._digest
+
+    monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)
     hasher = keys.KeyHasher("patient", (None,))
-    first = hasher.compute([pa.array(["A"])]).to_pylist()[0]
-    hasher._seen[first] ^= 1  # as if another natural key had produced the same 64 bits
-    with pytest.raises(KeyCollision, match="shares surrogate key"):
-        hasher.compute([pa.array(["A"])])
+    hasher.compute([pa.array(["A"])])  # two batches, each fine on its own
+    hasher.compute([pa.array(["B"])])
+    with pytest.raises(KeyCollision, match="share surrogate key 0"):
+        hasher.finish()
+
+
+def test_digests_read_each_value_of_any_string_array() -> None:
+    import hashlib
+
+    texts = ["", "a", "v1|7:patient|1:S", "é" * 100]
+    for array in (
+        pa.array(["skipped", *texts]).slice(1),  # an offset into the buffers
+        pa.array(texts, pa.large_string()),
+        pa.array([t.encode() for t in texts], pa.binary()),
+    ):
+        found = keys.digests(array)
+        for value, text in zip(found, texts, strict=True):
+            digest = hashlib.sha256(text.encode()).digest()
+            assert int(value["key"]) == int.from_bytes(digest[:8], "big", signed=True)
+            assert int(value["check"]) == int.from_bytes(digest[8:16], "big")
+    with pytest.raises(ValueError, match="never null"):
+        keys.digests(pa.array(["a", None]))
+
+
+def test_the_collision_check_across_batches_settles_as_keys_accumulate() -> None:
+    seen = keys._SeenKeys()
+    big = np.arange(1 << 16, dtype=np.int64)
+    assert seen.add(big, big.astype(np.uint64)) is None  # settled at once: as many as settled
+    assert seen.add(big[:10], big[:10].astype(np.uint64)) is None  # the same keys again: fine
+    assert len(seen) == 1 << 16
+    checks = big[:3].astype(np.uint64)
+    checks[2] ^= 1  # key 2 with another check: another natural key
+    assert seen.add(big[:3], checks) is None  # waiting, not yet compared
+    assert seen.settle() == 2
 
 
 # ---- conversion -------------------------------------------------------------------------------
@@ -316,6 +362,68 @@ def test_convert_streams_in_row_groups(tmp_path: Path) -> None:
     assert result.rows == 5000
     assert meta.num_row_groups == 5
     assert {meta.row_group(i).num_rows for i in range(5)} == {1000}
+
+
+def test_columns_of_nearly_unique_values_get_no_dictionary(tmp_path: Path) -> None:
+    # a sequence number and a time stamp never repeat: a dictionary only makes the file larger
+    # and costs the writer a growing hash table; the columns that repeat keep theirs, in every
+    # file and row group (the choice is made once, on the first row group)
+    csv = tmp_path / "lb.csv"
+    rows = "".join(
+        f"S,S-{i // 40},{i},2014-05-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}\n"
+        for i in range(3000)
+    )
+    csv.write_text("STUDYID,USUBJID,LBSEQ,LBDTC\n" + rows)
+    contents = parse_contents(
+        b"dataset,column,type\nlb,STUDYID,string\nlb,USUBJID,string\nlb,LBSEQ,integer\n"
+        b"lb,LBDTC,string\n",
+        "c",
+    )
+    result = convert_file(
+        csv,
+        contents.for_dataset("lb"),
+        StudyConfig().keys,
+        tmp_path / "out",
+        block_size=4096,
+        row_group=1000,
+        rows_per_file=2000,
+    )
+    assert len(result.files) == 2
+    for path in result.files:
+        meta = pq.ParquetFile(path).metadata
+        for group in range(meta.num_row_groups):
+            by_name = {
+                meta.schema.column(i).name: meta.row_group(group).column(i).encodings
+                for i in range(meta.num_columns)
+            }
+            for name in ("patient_sk", "studyid", "usubjid"):
+                assert "RLE_DICTIONARY" in by_name[name], name
+            for name in ("lbseq", "lbdtc"):
+                assert "RLE_DICTIONARY" not in by_name[name], name
+    values = pa.concat_tables([pq.read_table(f) for f in result.files]).column("lbseq").to_pylist()
+    assert values == list(range(3000))
+
+
+def test_a_key_collision_across_batches_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    real = hashlib.sha256
+
+    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
+        def __init__(self, data: bytes) -> None:
+            self._digest = bytes(8) + real(data).digest()[8:]
+
+        def digest(self) -> bytes:
+            return self._digest
+
+    monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)
+    csv = tmp_path / "dm.csv"  # one subject per batch: no batch holds two natural keys
+    csv.write_text("STUDYID,USUBJID\n" + "".join(f"S,{i // 100}\n" for i in range(400)))
+    with pytest.raises(KeyCollision, match="share surrogate key 0"):
+        convert_file(csv, None, StudyConfig().keys, tmp_path / "out", block_size=256)
+    assert not list((tmp_path / "out").glob("*.parquet"))
 
 
 def test_invalid_values_fail_names_line_and_column(tmp_path: Path) -> None:
