@@ -196,7 +196,7 @@ class _SeenKeys:
         clash = same & (checks[1:] != checks[:-1])
         if clash.any():
             return int(keys[1:][clash][0])
-        keep = np.concatenate(([True], ~same))
+        keep = np.concatenate((np.ones(min(len(keys), 1), np.bool_), ~same))
         self._keys, self._checks = keys[keep], checks[keep]
         return None
 

@@ -324,6 +324,14 @@ def test_the_collision_check_across_batches_settles_as_keys_accumulate() -> None
     assert seen.settle() == 2
 
 
+def test_a_run_whose_keys_are_all_missing_finishes() -> None:
+    hasher = keys.KeyHasher("patient", (None, None))
+    out = hasher.compute([pa.array([None, "S"], pa.string()), pa.array(["a", None])])
+    assert out.to_pylist() == [None, None]
+    hasher.finish()  # nothing to check: no key at all
+    assert hasher.missing == 2 and len(hasher._seen) == 0
+
+
 # ---- conversion -------------------------------------------------------------------------------
 
 
