@@ -329,7 +329,8 @@ def test_a_run_whose_keys_are_all_missing_finishes() -> None:
     out = hasher.compute([pa.array([None, "S"], pa.string()), pa.array(["a", None])])
     assert out.to_pylist() == [None, None]
     hasher.finish()  # nothing to check: no key at all
-    assert hasher.missing == 2 and len(hasher._seen) == 0
+    assert hasher.missing == 2
+    assert len(hasher._seen) == 0
 
 
 # ---- conversion -------------------------------------------------------------------------------
