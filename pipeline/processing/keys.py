@@ -169,8 +169,10 @@ class _SeenKeys:
         self._checks = np.empty(0, np.uint64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._waiting = 0
+        self._clash: int | None = None  # once found, reported by every later call
 
     def __len__(self) -> int:
+        """The distinct keys merged so far (the waiting batches are merged first)."""
         self.settle()
         return len(self._keys)
 
@@ -180,12 +182,13 @@ class _SeenKeys:
         self._waiting += len(keys)
         if self._waiting >= max(len(self._keys), 1 << 16):
             return self.settle()
-        return None
+        return self._clash
 
     def settle(self) -> int | None:
-        """Merge the waiting batches; the first key standing for two natural keys, or None."""
-        if not self._pending:
-            return None
+        """Merge the waiting batches; the first key found standing for two natural keys (now or
+        by an earlier call), or None."""
+        if self._clash is not None or not self._pending:
+            return self._clash
         keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
         checks = np.concatenate([self._checks, *(c for _, c in self._pending)])
         self._pending.clear()
@@ -195,7 +198,8 @@ class _SeenKeys:
         same = keys[1:] == keys[:-1]
         clash = same & (checks[1:] != checks[:-1])
         if clash.any():
-            return int(keys[1:][clash][0])
+            self._clash = int(keys[1:][clash][0])
+            return self._clash
         keep = np.concatenate((np.ones(min(len(keys), 1), np.bool_), ~same))
         self._keys, self._checks = keys[keep], checks[keep]
         return None

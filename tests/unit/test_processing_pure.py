@@ -321,7 +321,9 @@ def test_the_collision_check_across_batches_settles_as_keys_accumulate() -> None
     checks = big[:3].astype(np.uint64)
     checks[2] ^= 1  # key 2 with another check: another natural key
     assert seen.add(big[:3], checks) is None  # waiting, not yet compared
-    assert seen.settle() == 2
+    assert len(seen) == 1 << 16  # merging finds the clash ...
+    assert seen.settle() == 2  # ... and every later call reports it
+    assert seen.add(big[5:6], big[5:6].astype(np.uint64)) == 2
 
 
 def test_a_run_whose_keys_are_all_missing_finishes() -> None:
