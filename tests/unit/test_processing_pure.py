@@ -254,32 +254,15 @@ def test_fields_with_one_canonical_part_share_a_key_within_a_batch() -> None:
     hasher.finish()
 
 
-def test_a_collision_within_one_batch_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def colliding_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sha256 whose digests all start with the same 8 bytes (the next 8 differ): every natural
+    key gets surrogate key 0, as in a 64-bit collision (``keys`` looks sha256 up per call)."""
     import hashlib
 
     real = hashlib.sha256
 
-    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
-        def __init__(self, data: bytes) -> None:
-            self._digest = bytes(8) + real(data).digest()[8:]
-
-        def digest(self) -> bytes:
-            return self._digest
-
-    monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)  # keys looks it up per call
-    hasher = keys.KeyHasher("patient", (None,))
-    with pytest.raises(KeyCollision, match="share surrogate key 0: 'v1|7:patient|1:A'"):
-        hasher.compute([pa.array(["A", "B"])])
-
-
-def test_two_natural_keys_with_one_surrogate_key_stop_the_run(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import hashlib
-
-    real = hashlib.sha256
-
-    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
+    class SameFirstBytes:
         def __init__(self, data: bytes) -> None:
             self._digest = bytes(8) + real(data).digest()[8:]
 
@@ -287,6 +270,17 @@ def test_two_natural_keys_with_one_surrogate_key_stop_the_run(
             return self._digest
 
     monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)
+
+
+@pytest.mark.usefixtures("colliding_sha256")
+def test_a_collision_within_one_batch_stops_the_run() -> None:
+    hasher = keys.KeyHasher("patient", (None,))
+    with pytest.raises(KeyCollision, match="share surrogate key 0: 'v1|7:patient|1:A'"):
+        hasher.compute([pa.array(["A", "B"])])
+
+
+@pytest.mark.usefixtures("colliding_sha256")
+def test_two_natural_keys_with_one_surrogate_key_stop_the_run() -> None:
     hasher = keys.KeyHasher("patient", (None,))
     hasher.compute([pa.array(["A"])])  # two batches, each fine on its own
     hasher.compute([pa.array(["B"])])
@@ -415,21 +409,8 @@ def test_columns_of_nearly_unique_values_get_no_dictionary(tmp_path: Path) -> No
     assert values == list(range(3000))
 
 
-def test_a_key_collision_across_batches_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import hashlib
-
-    real = hashlib.sha256
-
-    class SameFirstBytes:  # every digest starts with the same 8 bytes; the next 8 differ
-        def __init__(self, data: bytes) -> None:
-            self._digest = bytes(8) + real(data).digest()[8:]
-
-        def digest(self) -> bytes:
-            return self._digest
-
-    monkeypatch.setattr(hashlib, "sha256", SameFirstBytes)
+@pytest.mark.usefixtures("colliding_sha256")
+def test_a_key_collision_across_batches_leaves_no_file(tmp_path: Path) -> None:
     csv = tmp_path / "dm.csv"  # one subject per batch: no batch holds two natural keys
     csv.write_text("STUDYID,USUBJID\n" + "".join(f"S,{i // 100}\n" for i in range(400)))
     with pytest.raises(KeyCollision, match="share surrogate key 0"):
