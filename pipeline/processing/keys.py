@@ -155,6 +155,18 @@ def digests(texts: pa.Array) -> np.ndarray:
     return np.frombuffer(joined, _DIGEST)
 
 
+def _sorted_clash(
+    keys: np.ndarray, checks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``keys`` sorted (the stable order), whether each sorted key equals the one before it, and
+    the sorted position of the first key whose next one is the same key with another check (two
+    natural keys with one surrogate key), or None."""
+    order = np.argsort(keys, kind="stable")
+    same = keys[order[1:]] == keys[order[:-1]]
+    clash = np.flatnonzero(same & (checks[order[1:]] != checks[order[:-1]]))
+    return order, same, int(clash[0]) if clash.size else None
+
+
 class _SeenKeys:
     """Every distinct key of a run with the next 8 bytes of its digest (16 bytes a key), and
     the check that no key stands for two natural keys.
@@ -193,14 +205,11 @@ class _SeenKeys:
         checks = np.concatenate([self._checks, *(c for _, c in self._pending)])
         self._pending.clear()
         self._waiting = 0
-        order = np.argsort(keys, kind="stable")  # sorted runs: a merge
-        keys, checks = keys[order], checks[order]
-        same = keys[1:] == keys[:-1]
-        clash = same & (checks[1:] != checks[:-1])
-        if clash.any():
-            self._clash = int(keys[1:][clash][0])
+        order, same, clash = _sorted_clash(keys, checks)  # sorted runs: argsort merges them
+        if clash is not None:
+            self._clash = int(keys[order[clash]])
             return self._clash
-        keep = np.concatenate((np.ones(min(len(keys), 1), np.bool_), ~same))
+        keep = order[np.concatenate((np.ones(min(len(keys), 1), np.bool_), ~same))]
         self._keys, self._checks = keys[keep], checks[keep]
         return None
 
@@ -312,13 +321,10 @@ class KeyHasher:
         found = digests(texts)
         keys = found["key"].astype(np.int64)
         checks = found["check"].astype(np.uint64)
-        order = np.argsort(keys, kind="stable")
-        same = keys[order[1:]] == keys[order[:-1]]
-        clash = same & (checks[order[1:]] != checks[order[:-1]])
-        if clash.any():
-            first = int(np.flatnonzero(clash)[0])
-            one, other = texts[int(order[first])].as_py(), texts[int(order[first + 1])].as_py()
-            self._collision(int(keys[order[first]]), f": {one!r} and {other!r}")
+        order, _, clash = _sorted_clash(keys, checks)
+        if clash is not None:
+            one, other = texts[int(order[clash])].as_py(), texts[int(order[clash + 1])].as_py()
+            self._collision(int(keys[order[clash]]), f": {one!r} and {other!r}")
         clashing = self._seen.add(keys, checks)
         if clashing is not None:
             self._collision(clashing)
