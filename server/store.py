@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
 from pipeline import naming
 from pipeline.model import RefStatus
 
@@ -68,6 +70,28 @@ MIGRATIONS = (("job", "generation", "INTEGER NOT NULL DEFAULT 0"),)
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
+def _locked(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
+
+
+def _write_ahead_log(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (kept in the file: once one connection has done it, the
+    others find it done).
+
+    SQLite answers the switch with "database is locked" at once, without its busy handler,
+    while another connection writes to a file not yet in WAL mode: two services opening a new
+    state directory together. The switch is retried for the busy timeout instead.
+    """
+    for attempt in Retrying(
+        retry=retry_if_exception(_locked),
+        stop=stop_after_delay(BUSY_TIMEOUT_SECONDS),
+        wait=wait_fixed(0.01),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+
 class Database:
     """A SQLite file shared by threads and processes: one connection per thread, WAL, busy
     timeout (a writer waits for another process's transaction instead of failing).
@@ -104,7 +128,7 @@ class Database:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            _write_ahead_log(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self.autocheckpoint:
                 conn.execute("PRAGMA wal_autocheckpoint=0")

@@ -560,6 +560,29 @@ def test_two_processes_racing_for_one_schema_name_get_two(tmp_path: Path) -> Non
     assert {stored[("s", "branch", ref)] for ref in results} == set(results.values())
 
 
+def test_a_new_state_database_opened_while_another_connection_writes_waits(
+    tmp_path: Path,
+) -> None:
+    # two services opening a new state directory together: SQLite refuses the switch to WAL at
+    # once ("database is locked", no busy handler) while the other writes; it used to fail the
+    # service (and made the race test below flaky), it now waits as every other write does
+    import sqlite3
+    import threading
+
+    from server.store import Database
+
+    path = tmp_path / "jobs.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE held (a)")
+    release = threading.Timer(0.2, other.execute, args=("COMMIT",))  # the other writer's work
+    release.start()
+    db = Database(path)
+    release.join()
+    assert db.connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+
+
 def test_services_racing_use_the_name_the_store_kept(tmp_path: Path) -> None:
     import threading
 
